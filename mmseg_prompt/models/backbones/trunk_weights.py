@@ -1,0 +1,102 @@
+"""Load a local timm ViT checkpoint into a trunk, strictly, through timm's own loaders.
+
+Formats: whatever timm reads for its ViTs: ``.pth``/``.pt``/``.bin`` state dicts (also wrapped in
+``state_dict``/``model``/EMA keys), ``.safetensors``, and the original Google ``.npz`` files. The
+state dict goes through the model family's ``checkpoint_filter_fn`` (key conversion, patch-embedding
+reshape, position-embedding resampling to the trunk's ``img_size`` grid), then every trunk key must
+be present with the right shape: a load that would leave trunk weights at their random
+initialisation is an error, never a warning.
+"""
+import importlib
+from pathlib import Path
+
+import torch.nn as nn
+from timm.models import load_state_dict, model_entrypoint
+
+# Keys of the classification head: the trunk is built with num_classes=0, so they are dropped.
+HEAD_PREFIXES = ('head.', 'head_dist.', 'fc_norm.')
+
+
+class TrunkWeightsError(ValueError):
+    """A pretrained file that is missing or does not fit the trunk it is loaded into."""
+
+
+def _filter_fn(model_name):
+    """The ``checkpoint_filter_fn`` of the timm module that defines ``model_name``."""
+    module = importlib.import_module(model_entrypoint(model_name).__module__)
+    return getattr(module, 'checkpoint_filter_fn', None)
+
+
+def _strip_prefix(state_dict, prefix):
+    if not prefix:
+        return state_dict
+    out = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if not out:
+        raise TrunkWeightsError(f'no key of the checkpoint starts with prefix {prefix!r}')
+    return out
+
+
+def check_fits(trunk, state_dict, path, model_name):
+    """Raise TrunkWeightsError naming the first trunk key that the checkpoint does not fill."""
+    expected = trunk.state_dict()
+    for key, value in expected.items():
+        if key not in state_dict:
+            raise TrunkWeightsError(
+                f'{path} does not fit {model_name}: it has no {key!r} (shape '
+                f'{tuple(value.shape)}), which would stay randomly initialised. Check that '
+                f'`model_name` names the architecture the file was trained with.')
+        got = tuple(state_dict[key].shape)
+        if got != tuple(value.shape):
+            raise TrunkWeightsError(
+                f'{path} does not fit {model_name}: {key!r} has shape {got} in the file but '
+                f'{tuple(value.shape)} in the model. Check `model_name` and `model_kwargs` '
+                f'(width, depth, patch size) against the checkpoint.')
+    extra = [k for k in state_dict if k not in expected and not k.startswith(HEAD_PREFIXES)]
+    if extra:
+        raise TrunkWeightsError(
+            f'{path} does not fit {model_name}: the file has {extra[0]!r} (and {len(extra) - 1} '
+            f'more keys) that the model lacks, e.g. more blocks or another layout. Check '
+            f'`model_name` and `model_kwargs` against the checkpoint.')
+
+
+def load_trunk_weights(trunk: nn.Module, path, model_name: str, prefix: str = ''):
+    """Load ``path`` into ``trunk`` (a timm ViT built with ``model_name``), all keys or an error.
+
+    Args:
+        trunk: the timm model, built with ``num_classes=0``.
+        path: local checkpoint file.
+        model_name: the timm name the trunk was built from (it selects the checkpoint filter).
+        prefix: keep only keys starting with it and strip it (e.g. ``'backbone.trunk.'``).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TrunkWeightsError(
+            f'pretrained trunk file not found: {path}. Put the timm checkpoint of {model_name} '
+            f'there (.pth, .safetensors or Google .npz) or fix the `pretrained` / '
+            f"`init_cfg.checkpoint` path; nothing is downloaded at run time.")
+    if path.suffix == '.npz':
+        if prefix:
+            raise TrunkWeightsError(f'{path}: `prefix` is not supported for .npz checkpoints')
+        if not hasattr(trunk, 'load_pretrained'):
+            raise TrunkWeightsError(f'{path}: {type(trunk).__name__} cannot read .npz checkpoints')
+        try:
+            # timm's reader of the Google checkpoints; it reads every tensor the model has and
+            # resamples the position embedding, so a missing key is a KeyError.
+            trunk.load_pretrained(str(path))
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise TrunkWeightsError(f'{path} does not fit {model_name}: {e}') from e
+        return
+    try:
+        state_dict = load_state_dict(str(path), weights_only=True)
+    except Exception as e:  # unreadable or not a checkpoint at all
+        raise TrunkWeightsError(f'could not read {path} as a checkpoint: {e}') from e
+    state_dict = _strip_prefix(state_dict, prefix)
+    filter_fn = _filter_fn(model_name)
+    if filter_fn is not None:
+        try:
+            state_dict = filter_fn(state_dict, trunk)
+        except Exception as e:
+            raise TrunkWeightsError(
+                f'{path} does not fit {model_name}: timm could not convert it ({e})') from e
+    check_fits(trunk, state_dict, path, model_name)
+    trunk.load_state_dict({k: v for k, v in state_dict.items() if k in trunk.state_dict()})

@@ -1,0 +1,24 @@
+import pytest
+import timm
+import torch
+
+# A tiny ViT (3 blocks, width 64) for the CPU tests; the architecture is timm's own.
+TINY_NAME = 'vit_base_patch16_224'
+TINY_KWARGS = dict(depth=3, embed_dim=64, num_heads=2)
+
+
+@pytest.fixture
+def tiny_trunk_file(tmp_path):
+    """A tiny timm ViT saved as a local .pth, with the reference model that produced it."""
+    torch.manual_seed(0)
+    ref = timm.create_model(TINY_NAME, num_classes=0, img_size=224, **TINY_KWARGS)
+    path = tmp_path / 'tiny_vit.pth'
+    torch.save(ref.state_dict(), path)
+    return path, ref
+
+
+@pytest.fixture(autouse=True)
+def mmseg_scope():
+    """Build from mmseg's registries, as configs do (a Runner test may have switched scope)."""
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmseg')
