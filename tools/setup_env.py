@@ -182,7 +182,7 @@ def install_mmcv(torch_version, py_tag):
         pip(cached[0])
         return
     log(f'mmcv {MMCV_VERSION}: no cached build for {key}; compiling its CPU ops from source '
-        f'({MMCV_SOURCES} C++ files, about 15-20 min on 2 cores)')
+        f'({MMCV_SOURCES} C++ files, about 12-20 min on 2 cores)')
     cache_dir.mkdir(parents=True, exist_ok=True)
     build_log = cache_dir.parent / f'build-{key}.log'
     log(f'  full build log: {build_log}')
