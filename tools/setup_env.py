@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -277,6 +278,8 @@ def main():
 
 
 if __name__ == '__main__':
+    # a terminated set-up (CI time-out, kill) unwinds like an error, so its .venv is removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         main()
     except SetupError as e:
