@@ -99,4 +99,5 @@ def load_trunk_weights(trunk: nn.Module, path, model_name: str, prefix: str = ''
             raise TrunkWeightsError(
                 f'{path} does not fit {model_name}: timm could not convert it ({e})') from e
     check_fits(trunk, state_dict, path, model_name)
-    trunk.load_state_dict({k: v for k, v in state_dict.items() if k in trunk.state_dict()})
+    expected = trunk.state_dict().keys()
+    trunk.load_state_dict({k: v for k, v in state_dict.items() if k in expected})
