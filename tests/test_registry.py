@@ -15,6 +15,9 @@ def test_import_registers_in_mmseg_registry():
     assert MODELS.get('FrozenViT') is FrozenViT
     # and it is found from mmseg's scope, the way configs look it up
     assert MODELS.get('mmseg.FrozenViT') is FrozenViT
+    from mmseg_prompt.models.backbones import CVPTViT, VPTDeepViT
+    assert MODELS.get('mmseg.CVPTViT') is CVPTViT
+    assert MODELS.get('mmseg.VPTDeepViT') is VPTDeepViT
 
 
 def test_config_with_only_custom_imports_builds_our_modules(tmp_path):

@@ -1,7 +1,7 @@
 """The built-in example that `make demo` runs (no downloads, CPU, seconds).
 
 It saves a tiny timm ViT as a local "pretrained" file, builds the segmentor of
-``configs/demo/frozen_vit_tiny_upernet.py`` (frozen trunk, Feature2Pyramid, UPerHead) through mmseg's
+``configs/demo/frozen_vit_tiny_upernet.py`` (frozen trunk with CVPT prompts, Feature2Pyramid, UPerHead) through mmseg's
 registry with that file, then runs one training-mode loss forward/backward and one prediction on
 synthetic images of an odd size, and prints what it saw.
 

@@ -1,5 +1,5 @@
-# A tiny version of the project's model structure (frozen timm ViT trunk -> Feature2Pyramid ->
-# UPerHead), small enough to build and run on a CPU in seconds. `make demo` uses it with a tiny
+# A tiny version of the project's model structure (frozen timm ViT trunk with CVPT prompts ->
+# Feature2Pyramid -> UPerHead), small enough to build and run on a CPU in seconds. `make demo` uses it with a tiny
 # trunk saved as a local "pretrained" file. The ViT-L/16 configs arrive with the pipeline issue.
 custom_imports = dict(imports=['mmseg_prompt'], allow_failed_imports=False)
 default_scope = 'mmseg'
@@ -18,7 +18,8 @@ model = dict(
         seg_pad_val=255,
         size=(128, 128)),
     backbone=dict(
-        type='FrozenViT',
+        type='CVPTViT',
+        num_prompts=4,
         model_name='vit_base_patch16_224',
         model_kwargs=dict(depth=4, embed_dim=embed_dim, num_heads=2),
         img_size=128,

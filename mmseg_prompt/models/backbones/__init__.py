@@ -1,4 +1,8 @@
+from .block_prompts import BlockPrompts, prompt_counts
+from .cvpt_vit import CVPTViT, PromptCrossAttention
 from .frozen_vit import FrozenViT
 from .trunk_weights import TrunkWeightsError, load_trunk_weights
+from .vpt_deep_vit import VPTDeepViT
 
-__all__ = ['FrozenViT', 'TrunkWeightsError', 'load_trunk_weights']
+__all__ = ['BlockPrompts', 'CVPTViT', 'FrozenViT', 'PromptCrossAttention', 'TrunkWeightsError',
+           'VPTDeepViT', 'load_trunk_weights', 'prompt_counts']

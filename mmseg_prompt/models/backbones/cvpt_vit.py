@@ -1,0 +1,116 @@
+"""CVPT (ICCV 2025): prompts that image tokens read through cross-attention, after self-attention.
+
+Per block l, with x (B, N, D) the residual stream, class token included (methods.md):
+
+    x = x + DropPath(SelfAttn(LN1(x)))
+    x = x + CrossAttn(x, P_l)          # no LayerNorm, no DropPath on this branch
+    x = x + DropPath(MLP(LN2(x)))
+
+CrossAttn uses the block's own frozen ``qkv`` and ``proj`` tensors (not copies) and its heads, so
+self-attention stays on the N image tokens and the prompts cost O(N M D).
+"""
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmseg.registry import MODELS
+
+from .block_prompts import BlockPrompts, prompt_counts, xavier_bound_3d
+from .frozen_vit import FrozenViT
+
+_BLOCK_PARTS = ('norm1', 'attn', 'ls1', 'drop_path1', 'norm2', 'mlp', 'ls2', 'drop_path2')
+
+
+class PromptCrossAttention(nn.Module):
+    """Multi-head cross-attention from tokens to prompts with a block's frozen attention weights.
+
+        Q = x W_q + b_q,  K = P W_k + b_k,  V = P W_v + b_v      (the q/k/v slices of ``attn.qkv``)
+        out = concat_h(softmax(Q_h K_h^T / sqrt(d_head)) V_h) W_o + b_o     (``attn.proj``)
+
+    The attention module is passed at every call and never registered here, so its tensors are
+    used as they are: frozen, shared, never copied. This module owns only the output dropout.
+    """
+
+    def __init__(self, proj_drop: float = 0.0):
+        super().__init__()
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, prompts: torch.Tensor, attn: nn.Module) -> torch.Tensor:
+        """x (B, N, D); prompts (M, D), shared by the batch, or (B, M, D); returns (B, N, D)."""
+        B, N, _ = x.shape
+        heads, head_dim = attn.num_heads, attn.head_dim
+        width = heads * head_dim
+        w, b = attn.qkv.weight, attn.qkv.bias
+        q = F.linear(x, w[:width], None if b is None else b[:width])
+        # Keys and values depend on the prompts only: once per forward when they are shared.
+        kv = F.linear(prompts.to(x.dtype), w[width:], None if b is None else b[width:])
+        q = q.view(B, N, heads, head_dim).transpose(1, 2)                 # (B, H, N, d)
+        # (.., M, 2, H, d) -> (.., 2, H, M, d) -> k, v (.., H, M, d)
+        k, v = kv.unflatten(-1, (2, heads, head_dim)).movedim(-4, -2).unbind(-4)
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        if k.dim() == 3:
+            k, v = k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)
+        out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # (B, H, N, d)
+        out = attn.norm(out.transpose(1, 2).reshape(B, N, width))
+        return self.proj_drop(F.linear(out, attn.proj.weight, attn.proj.bias))
+
+
+@MODELS.register_module()
+class CVPTViT(FrozenViT):
+    """Frozen timm ViT with CVPT cross-attention prompts in every block.
+
+    Args:
+        num_prompts: prompts per block, an int or one count per block (0 = that block runs
+            unchanged). The released CVPT segmentation config uses 10; the paper's best ADE20K
+            result 200.
+        prompt_dropout: dropout on the prompts, per sample (CVPT segmentation: 0.1).
+        cross_proj_drop: dropout on the cross-attention output projection (CVPT segmentation: 0.1).
+        **kwargs: :class:`FrozenViT` arguments (``model_name``, ``pretrained``, ``img_size``,
+            ``out_indices``, ...).
+
+    Prompts are initialised as CVPT's (depth, M, D) xavier-uniform tensor, bound
+    sqrt(6 / (D (M_l + depth))) per block. They are the only trainable parameters.
+    """
+
+    def __init__(self,
+                 num_prompts: Union[int, Sequence[int]] = 10,
+                 prompt_dropout: float = 0.1,
+                 cross_proj_drop: float = 0.1,
+                 **kwargs):
+        super().__init__(**kwargs)
+        counts = prompt_counts(num_prompts, self.depth)
+        for i, m in enumerate(counts):
+            if m > 0:
+                _check_block(self.trunk.blocks[i], i, self.model_name)
+        bounds = [xavier_bound_3d(self.embed_dim, m, self.depth) for m in counts]
+        self.prompts = BlockPrompts(counts, self.embed_dim, bounds, prompt_dropout)
+        self.cross_attn = PromptCrossAttention(cross_proj_drop)
+
+    def forward_block(self, index: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        prompts: Optional[torch.Tensor] = self.prompts.for_batch(index, x.shape[0])
+        if prompts is None:
+            return block(x)
+        x = x + block.drop_path1(block.ls1(block.attn(block.norm1(x))))
+        x = x + self.cross_attn(x, prompts, block.attn)
+        return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+
+
+def _check_block(block: nn.Module, index: int, model_name: str):
+    """CVPT re-runs a timm ``Block`` step by step: check that block ``index`` is one."""
+    missing = [n for n in _BLOCK_PARTS if not hasattr(block, n)]
+    attn = getattr(block, 'attn', None)
+    qkv = getattr(attn, 'qkv', None)
+    if not missing:
+        missing = [n for n in ('qkv', 'proj', 'num_heads', 'head_dim', 'scale', 'q_norm',
+                               'k_norm', 'norm') if not hasattr(attn, n)]
+        missing = [f'attn.{n}' for n in missing]
+    if missing or not isinstance(qkv, nn.Linear) or \
+            qkv.out_features != 3 * attn.num_heads * attn.head_dim:
+        raise ValueError(
+            f'CVPTViT needs timm ViT blocks with a fused qkv attention; block {index} of '
+            f'{model_name} ({type(block).__name__}) does not fit (missing: {missing or "fused qkv"}).'
+            f' Use a VisionTransformer model (ViT, DeiT) or set num_prompts[{index}] = 0.')
+    if getattr(attn, 'gate', None) is not None:
+        raise ValueError(f'CVPTViT does not support gated attention (block {index} of '
+                         f'{model_name}); set num_prompts[{index}] = 0 or pick another trunk.')
