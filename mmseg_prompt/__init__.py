@@ -8,6 +8,6 @@ from .version import __version__
 
 allow_mmengine_checkpoints()
 
-from . import models  # noqa: E402,F401  (registers the models)
+from . import datasets, engine, models  # noqa: E402,F401  (registers the modules)
 
 __all__ = ['__version__', 'allow_mmengine_checkpoints']

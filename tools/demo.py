@@ -1,107 +1,179 @@
-"""The built-in example that `make demo` runs (no downloads, CPU, seconds).
+"""The built-in example that `make demo` runs: CVPT learns a small synthetic ADE20K on a CPU.
 
-It saves a tiny timm ViT as a local "pretrained" file, builds the segmentor of
-``configs/demo/frozen_vit_tiny_upernet.py`` (frozen trunk with CVPT prompts, Feature2Pyramid, UPerHead) through mmseg's
-registry with that file, then runs one training-mode loss forward/backward and one prediction on
-synthetic images of an odd size, and prints what it saw.
+1. writes a synthetic dataset in ADE20K's real folder layout (read by mmseg's ADE20KDataset);
+2. saves a tiny timm ViT as the local "pretrained" trunk file;
+3. evaluates the untrained model, trains CVPT with `tools/train.py` on
+   `configs/example/cvpt_tiny_ade20k_synthetic.py`, and tests both with `tools/test.py`,
+   single-scale and `--tta` (multi-scale + flip);
+4. prints the mIoU table, saves prediction overlays as PNG, and fails unless training clearly
+   beat the untrained model.
 
-Usage: python tools/demo.py [--config CFG] [--work-dir DIR]
+Usage: python tools/demo.py [--work-dir demo_out] [--iters N]
 """
 import argparse
-import logging
+import glob
+import json
 import os
 import os.path as osp
+import re
+import shutil
+import subprocess
 import sys
 import time
 
-import timm
-import torch
-from mmengine.config import Config
-from mmengine.logging import MMLogger
-from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
-from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
-
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)  # so that a plain `python tools/demo.py` finds the package too
+CONFIG = 'configs/example/cvpt_tiny_ade20k_synthetic.py'
+MIN_GAIN = 20.0  # mIoU points the trained model must beat the untrained one by
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--config', default=osp.join(REPO, 'configs/demo/frozen_vit_tiny_upernet.py'))
     p.add_argument('--work-dir', default=osp.join(REPO, 'demo_out'))
-    return p.parse_args()
+    p.add_argument('--config', default=osp.join(REPO, CONFIG))
+    p.add_argument('--iters', type=int, default=None, help='training iterations (config: 300)')
+    p.add_argument('--num-train', type=int, default=40)
+    p.add_argument('--num-val', type=int, default=12)
+    p.add_argument('--overlays', type=int, default=3, help='prediction overlays to keep')
+    return p.parse_args(argv)
 
 
-def save_tiny_trunk(backbone_cfg, path):
-    """Save a randomly initialised timm trunk of the config's architecture, as timm saves it."""
-    torch.manual_seed(0)
-    trunk = timm.create_model(backbone_cfg.model_name, num_classes=0,
-                              img_size=backbone_cfg.img_size, **backbone_cfg.model_kwargs)
-    torch.save(trunk.state_dict(), path)
-    return trunk
+def run_tool(args, log_path):
+    """Run a tool in a fresh interpreter, echo its progress lines, keep its full log."""
+    cmd = [sys.executable] + args
+    print('$ ' + ' '.join(osp.relpath(a, REPO) if osp.isabs(a) else a for a in args), flush=True)
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        for line in proc.stdout:
+            log.write(line)
+            parts = [re.search(p, line) for p in
+                     (r'Iter\(\w+\) *\[ *\d+/\d+\]', r'eta: \S+', r'loss: \S+|aAcc: .*mAcc: \S+')]
+            if parts[0]:
+                print('    ' + '  '.join(m.group(0) for m in parts if m), flush=True)
+            elif re.search(r'Error|error:', line):
+                print('    ' + line.rstrip(), flush=True)
+        proc.wait()
+    if proc.returncode != 0:
+        with open(log_path) as f:
+            tail = ''.join(f.readlines()[-30:])
+        sys.exit(f'ERROR: {" ".join(args[:2])} failed (exit {proc.returncode}); '
+                 f'log: {log_path}\n{tail}')
 
 
-def main():
-    args = parse_args()
-    import mmseg_prompt  # noqa: F401  (the config's custom_imports does the same)
-    os.makedirs(args.work_dir, exist_ok=True)
-    cfg = Config.fromfile(args.config)
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
+def test_miou(common, ckpt, work_dir, tta=False, show_dir=None):
+    """tools/test.py on ``ckpt``; returns the mIoU it reports (from its metrics json)."""
+    args = [osp.join(REPO, 'tools/test.py'), CONFIG_PATH, ckpt, '--work-dir', work_dir] + common
+    if tta:
+        args.insert(3, '--tta')
+    if show_dir:
+        args += ['--show-dir', show_dir]
+    os.makedirs(work_dir, exist_ok=True)
+    run_tool(args, osp.join(work_dir, 'test.log'))
+    metrics = sorted(glob.glob(osp.join(work_dir, '*', '*.json')))
+    with open(metrics[-1]) as f:
+        return json.loads(f.readlines()[-1])['mIoU']
 
-    trunk_file = osp.join(args.work_dir, 'tiny_vit_trunk.pth')
-    reference = save_tiny_trunk(cfg.model.backbone, trunk_file)
-    cfg.model.backbone.pretrained = trunk_file
-    print(f'saved a tiny {cfg.model.backbone.model_name} trunk '
-          f'({sum(p.numel() for p in reference.parameters()):,} params) to {trunk_file}')
 
-    t0 = time.time()
+def save_untrained(cfg_path, overrides, out):
+    """The example's model as built and initialised, saved as a (tuned-weights-only) checkpoint."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import set_random_seed
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(cfg_path)
+    cfg.merge_from_dict(overrides)
+    init_default_scope('mmseg')
+    set_random_seed(cfg.randomness.seed)
     model = MODELS.build(cfg.model)
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)  # init_weights dumps every tensor's init at INFO
     model.init_weights()
-    logger.setLevel(level)
-    print(f'built {type(model).__name__} with backbone {type(model.backbone).__name__} '
-          f'from {osp.relpath(args.config, REPO)} in {time.time() - t0:.1f}s')
-    same = all(torch.equal(a, b) for a, b in zip(model.backbone.trunk.state_dict().values(),
-                                                  reference.state_dict().values()))
-    print(f'trunk weights equal the saved file: {same}')
-    if not same:
-        sys.exit('ERROR: the trunk was not loaded from the pretrained file')
+    torch.save(dict(meta=dict(note='untrained'), state_dict=model.state_dict()), out)
 
-    # Two synthetic images of an odd size (not multiples of the patch size) with label maps.
-    torch.manual_seed(1)
-    h, w = 120, 150
-    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for _ in range(2)]
-    samples = []
-    for _ in images:
-        s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
-        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, h, w)))
-        samples.append(s)
 
-    model.train()
-    data = model.data_preprocessor(dict(inputs=images, data_samples=samples), training=True)
-    feats = model.backbone(data['inputs'])
-    print('backbone outputs for a padded batch of', tuple(data['inputs'].shape), ':',
-          ', '.join(str(tuple(f.shape)) for f in feats))
-    losses = model(**data, mode='loss')
-    total = sum(v for k, v in losses.items() if 'loss' in k)
-    total.backward()
-    tuned = [n for n, p in model.named_parameters() if p.grad is not None]
-    trunk_grads = [n for n in tuned if n.startswith('backbone.trunk.')]
-    print(f'training forward: loss {total.item():.4f}; {len(tuned)} tensors received gradients, '
-          f'{len(trunk_grads)} of them in the frozen trunk')
+def main(argv=None):
+    global CONFIG_PATH
+    args = parse_args(argv)
+    CONFIG_PATH = args.config
+    t0 = time.time()
+    import timm
+    import torch
+    from mmengine.config import Config
 
-    model.eval()
-    with torch.no_grad():
-        preds = model.test_step(dict(inputs=images, data_samples=samples))
-    seg = preds[0].pred_sem_seg.data
-    print(f'prediction: {tuple(seg.shape)} label map, {seg.unique().numel()} classes present')
-    if trunk_grads or seg.shape[-2:] != (h, w):
-        sys.exit('ERROR: unexpected demo result')
-    print('demo finished')
+    import mmseg_prompt  # noqa: F401
+    from mmseg_prompt.datasets import make_synthetic_ade20k
+
+    work = osp.abspath(args.work_dir)
+    os.makedirs(work, exist_ok=True)
+    data_root = make_synthetic_ade20k(osp.join(work, 'data', 'ade'), num_train=args.num_train,
+                                      num_val=args.num_val, seed=0)
+    print(f'[1/4] synthetic ADE20K-layout dataset: {args.num_train} training and {args.num_val} '
+          f'validation images in {osp.relpath(data_root, REPO)}')
+
+    cfg = Config.fromfile(args.config)
+    bb = cfg.model.backbone
+    trunk_file = osp.join(work, 'tiny_vit_trunk.pth')
+    torch.manual_seed(0)
+    trunk = timm.create_model(bb.model_name, num_classes=0, img_size=bb.img_size,
+                              **bb.model_kwargs)
+    torch.save(trunk.state_dict(), trunk_file)
+    print(f'[2/4] a tiny {bb.model_name} trunk ({sum(p.numel() for p in trunk.parameters()):,} '
+          f'params, {bb.model_kwargs}) saved as the local pretrained file {trunk_file}')
+
+    overrides = {'model.backbone.pretrained': trunk_file,
+                 'train_dataloader.dataset.data_root': data_root,
+                 'val_dataloader.dataset.data_root': data_root,
+                 'test_dataloader.dataset.data_root': data_root}
+    if args.iters:
+        overrides['train_cfg.max_iters'] = args.iters
+    common = ['--cfg-options'] + [f'{k}={v}' for k, v in overrides.items()]
+
+    untrained = osp.join(work, 'untrained.pth')
+    save_untrained(args.config, overrides, untrained)
+    train_dir = osp.join(work, 'train')
+    shutil.rmtree(train_dir, ignore_errors=True)
+    print(f'[3/4] training CVPT with tools/train.py (log: {osp.relpath(train_dir, REPO)})')
+    t_train = time.time()
+    run_tool([osp.join(REPO, 'tools/train.py'), args.config, '--work-dir', train_dir] + common,
+             osp.join(work, 'train.log'))
+    t_train = time.time() - t_train
+    with open(osp.join(train_dir, 'last_checkpoint')) as f:
+        trained = f.read().strip()
+    print(f'    trained in {t_train:.0f} s; checkpoint {osp.relpath(trained, REPO)} '
+          f'({osp.getsize(trained) / 1024:.0f} KiB, tuned weights only; the trunk file is '
+          f'{osp.getsize(trunk_file) / 1024:.0f} KiB)')
+
+    print('[4/4] testing with tools/test.py: single-scale and --tta (multi-scale + flip)')
+    shows = osp.join(work, 'test_trained_ss', 'show')
+    results = {}
+    for name, ckpt in [('untrained', untrained), ('CVPT trained', trained)]:
+        tag = name.split()[-1]
+        results[name] = (
+            test_miou(common, ckpt, osp.join(work, f'test_{tag}_ss'),
+                      show_dir=shows if tag == 'trained' else None),
+            test_miou(common, ckpt, osp.join(work, f'test_{tag}_tta'), tta=True))
+
+    overlay_dir = osp.join(work, 'overlays')
+    shutil.rmtree(overlay_dir, ignore_errors=True)
+    os.makedirs(overlay_dir)
+    drawn = sorted(glob.glob(osp.join(shows, '**', '*.png'), recursive=True))
+    for path in drawn[:args.overlays]:
+        shutil.copy(path, overlay_dir)
+
+    iters = args.iters or cfg.train_cfg.max_iters
+    print(f'\nsynthetic ADE20K ({args.num_val} validation images), tools/test.py mIoU (%):\n')
+    print('| model | single-scale | multi-scale + flip (--tta) |')
+    print('|---|---|---|')
+    for name, (ss, ms) in results.items():
+        label = f'{name}, {iters} iterations' if name != 'untrained' else name
+        print(f'| {label} | {ss:.2f} | {ms:.2f} |')
+    print(f'\noverlays (input, ground truth | prediction): {osp.relpath(overlay_dir, REPO)}/ '
+          f'({len(os.listdir(overlay_dir))} PNG)')
+    print(f'demo finished in {time.time() - t0:.0f} s')
+    gain = results['CVPT trained'][0] - results['untrained'][0]
+    if gain < MIN_GAIN:
+        sys.exit(f'ERROR: training gained only {gain:.1f} mIoU points over the untrained model '
+                 f'(expected at least {MIN_GAIN}): the example did not learn')
 
 
 if __name__ == '__main__':

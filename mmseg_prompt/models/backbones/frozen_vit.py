@@ -15,7 +15,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
-from .trunk_weights import load_trunk_weights
+from .trunk_weights import TrunkWeightsError, load_trunk_weights
 
 # The paper's trunk (methods.md): ViT-L/16, ImageNet-21k, the 'orig_in21k_ft_in1k' weights.
 DEFAULT_MODEL = 'vit_large_patch16_384'
@@ -74,9 +74,15 @@ class FrozenViT(BaseModule):
         self.embed_dim = self.trunk.embed_dim
         self.num_prefix_tokens = self.trunk.num_prefix_tokens
         self._counts_logged = False
+        # Where the frozen trunk came from; None while it is randomly initialised.
+        self.trunk_source: Optional[str] = None
+        # Checkpoints hold only what trains; the export tool sets this to save the trunk too.
+        self.save_frozen_trunk = False
         if pretrained is not None:
             load_trunk_weights(self.trunk, pretrained, model_name)
+            self.trunk_source = str(pretrained)
         self.trunk.requires_grad_(False)
+        self._register_state_dict_hook(_drop_frozen_trunk)
 
     @property
     def depth(self) -> int:
@@ -92,7 +98,47 @@ class FrozenViT(BaseModule):
         if cfg is not None and not self._is_init:
             load_trunk_weights(self.trunk, cfg['checkpoint'], self.model_name,
                                prefix=cfg.get('prefix', '') or '')
+            self.trunk_source = str(cfg['checkpoint'])
         self._is_init = True
+
+    # ------------------------------------------------------------------ checkpoints
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        """Load a tuned-only checkpoint (the trunk is kept from the pretrained file) or a full one.
+
+        Anything that would leave this backbone silently different from the checkpoint's is an
+        error: a tuned-only checkpoint without a pretrained trunk to put back, or tuned tensors
+        (prompts, ...) missing, extra or of another shape (another prompt count, another width).
+        """
+        trunk_prefix = prefix + 'trunk.'
+        own_trunk = self.trunk.state_dict()
+        in_ckpt = {k[len(trunk_prefix):] for k in state_dict if k.startswith(trunk_prefix)}
+        frozen = {k for k in own_trunk if k not in self._tuned_trunk_names()}
+        if not frozen & in_ckpt:  # a tuned-only checkpoint: put the pretrained trunk back
+            if self.trunk_source is None and self.init_cfg is not None:
+                self.init_weights()
+            if self.trunk_source is None:
+                raise TrunkWeightsError(
+                    f'the checkpoint holds only the tuned weights of {type(self).__name__} (no '
+                    f'`{trunk_prefix}*` keys) and this backbone has no trunk to put back: set '
+                    f'`model.backbone.pretrained` to the trunk file the run was trained with, or '
+                    f'load a full checkpoint (tools/export_full_checkpoint.py)')
+            for name in frozen:
+                state_dict[trunk_prefix + name] = own_trunk[name]
+            print_log(f'{type(self).__name__}: the checkpoint holds tuned weights only; the frozen '
+                      f'trunk stays as loaded from {self.trunk_source}', logger='current')
+        else:
+            _check_tensors(state_dict, trunk_prefix, own_trunk, 'the frozen trunk',
+                           f'a full checkpoint of another trunk than {self.model_name}')
+        tuned = {k: v for k, v in self.state_dict().items() if not k.startswith('trunk.')}
+        _check_tensors(state_dict, prefix, tuned, f'{type(self).__name__}\'s tuned weights',
+                       'a checkpoint trained with other prompt settings (num_prompts, '
+                       'model_name, embed_dim) or another backbone type', extra_ok=('trunk.',))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def _tuned_trunk_names(self):
+        return {n for n, p in self.trunk.named_parameters() if p.requires_grad}
 
     def train(self, mode: bool = True):
         """Put the tuned parts in ``mode`` and keep the frozen trunk in eval mode."""
@@ -139,6 +185,38 @@ class FrozenViT(BaseModule):
         return tuple(outs)
 
 
+def _drop_frozen_trunk(module: FrozenViT, state_dict, prefix, local_metadata):
+    """State-dict hook: leave the frozen trunk out of checkpoints (it comes from `pretrained`)."""
+    if module.save_frozen_trunk:
+        return state_dict
+    tuned = module._tuned_trunk_names()
+    trunk_prefix = prefix + 'trunk.'
+    for key in [k for k in state_dict if k.startswith(trunk_prefix)]:
+        if key[len(trunk_prefix):] not in tuned:
+            del state_dict[key]
+    return state_dict
+
+
+def _check_tensors(state_dict, prefix, expected, what, likely, extra_ok=()):
+    """Raise if ``state_dict`` lacks, adds or reshapes any of ``expected`` under ``prefix``."""
+    for name, tensor in expected.items():
+        got = state_dict.get(prefix + name)
+        if got is None:
+            raise TrunkWeightsError(
+                f'the checkpoint has no `{prefix}{name}` ({tuple(tensor.shape)}), which '
+                f'{what} need: it looks like {likely}')
+        if tuple(got.shape) != tuple(tensor.shape):
+            raise TrunkWeightsError(
+                f'`{prefix}{name}` has shape {tuple(got.shape)} in the checkpoint but '
+                f'{tuple(tensor.shape)} in the model: it looks like {likely}')
+    extra = [k for k in state_dict if k.startswith(prefix) and k[len(prefix):] not in expected
+             and not k[len(prefix):].startswith(extra_ok)]
+    if extra:
+        raise TrunkWeightsError(
+            f'the checkpoint has `{extra[0]}`, which this model does not have '
+            f'({len(extra)} such keys): it looks like {likely}')
+
+
 def _normalise_indices(indices, depth):
     if isinstance(indices, int):
         indices = [indices]
@@ -148,6 +226,9 @@ def _normalise_indices(indices, depth):
         if not 0 <= j < depth:
             raise ValueError(f'out_indices has {i}, but the trunk has {depth} blocks '
                              f'(valid: 0..{depth - 1} or negative from the end)')
+        if j in out:
+            raise ValueError(f'out_indices has block {j} twice ({tuple(indices)}); each block '
+                             f'gives one output')
         out.append(j)
     return tuple(out)
 

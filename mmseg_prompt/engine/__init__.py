@@ -1,0 +1,3 @@
+from .optim_constructor import PromptOptimWrapperConstructor
+
+__all__ = ['PromptOptimWrapperConstructor']

@@ -1,0 +1,54 @@
+"""Every config under configs/ parses and builds; the ViT-L ones without weights."""
+import glob
+import os.path as osp
+
+import pytest
+from mmengine.config import Config
+from mmseg.registry import MODELS
+
+import mmseg_prompt  # noqa: F401
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOP_LEVEL = sorted(p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
+                   if '_base_' not in p)
+VITL = [p for p in TOP_LEVEL if '_vitl_' in osp.basename(p)]
+
+
+def test_the_issue_configs_exist():
+    names = {osp.relpath(p, osp.join(REPO, 'configs')) for p in TOP_LEVEL}
+    assert {'cvpt_vitl_ade20k.py', 'cvpt_vitl_pascal_context.py', 'vpt_vitl_ade20k.py',
+            'vpt_vitl_pascal_context.py', 'example/cvpt_tiny_ade20k_synthetic.py'} <= names
+
+
+@pytest.mark.parametrize('path', TOP_LEVEL, ids=lambda p: osp.relpath(p, REPO))
+def test_config_parses_and_carries_custom_imports(path):
+    cfg = Config.fromfile(path)
+    assert cfg.custom_imports == dict(imports=['mmseg_prompt'], allow_failed_imports=False)
+    assert cfg.tta_model.type == 'SegTTAModel'
+    assert cfg.tta_pipeline and cfg.tta_pipeline_0x
+    heads = [cfg.model.decode_head.num_classes, cfg.model.auxiliary_head.num_classes]
+    check = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'CheckSegLabels']
+    assert check and all(h == check[0].num_classes for h in heads)
+    text = open(path).read()
+    if '_vitl_' in path:  # each says where its recipe comes from
+        for word in ('Recipe', 'optimizer', 'prompts', 'normalisation'):
+            assert word in text, f'{path} does not say where its {word} comes from'
+
+
+@pytest.mark.parametrize('path', VITL, ids=osp.basename)
+def test_vitl_configs_build_without_weights(path):
+    cfg = Config.fromfile(path)
+    cfg.model.backbone.pretrained = None
+    model = MODELS.build(cfg.model)
+    bb = model.backbone
+    assert bb.depth == 24 and bb.embed_dim == 1024 and bb.out_indices == (7, 11, 15, 23)
+    assert type(bb).__name__ == cfg.model.backbone.type
+    prompts = sum(p.numel() for n, p in bb.named_parameters() if p.requires_grad)
+    assert prompts == 24 * 10 * 1024
+    trunk = sum(p.numel() for p in bb.trunk.parameters())
+    tuned = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert tuned < 0.2 * trunk  # prompts and heads are a small fraction of the 304M trunk
+    ncls = 150 if 'ade20k' in path else 59
+    assert model.decode_head.num_classes == ncls
+    assert model.test_cfg.mode == 'slide'
+    assert tuple(model.test_cfg.crop_size) == ((512, 512) if ncls == 150 else (480, 480))

@@ -1,0 +1,137 @@
+"""End to end on CPU through the user's tools: train a few iterations on generated ADE20K-layout
+data, then test single-scale, --tta (both styles) and with mmseg's own stock tools/test.py."""
+import glob
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import cv2
+import mmseg
+import numpy as np
+import pytest
+import timm
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = osp.join(REPO, 'configs/example/cvpt_tiny_ade20k_synthetic.py')
+STOCK_TEST = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'test.py')
+
+
+def run(args, cwd=REPO):
+    res = subprocess.run([sys.executable] + [str(a) for a in args], cwd=cwd,
+                         capture_output=True, text=True)
+    return res
+
+
+def last_metrics(work_dir):
+    with open(sorted(glob.glob(osp.join(work_dir, '*', '*.json')))[-1]) as f:
+        return json.loads(f.readlines()[-1])
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """4 training iterations of the example config with tools/train.py."""
+    from mmengine.config import Config
+
+    from mmseg_prompt.datasets import make_synthetic_ade20k
+    root = tmp_path_factory.mktemp('e2e')
+    data_root = make_synthetic_ade20k(root / 'ade', num_train=8, num_val=4, seed=1)
+    bb = Config.fromfile(CONFIG).model.backbone
+    torch.manual_seed(0)
+    trunk = timm.create_model(bb.model_name, num_classes=0, img_size=bb.img_size,
+                              **bb.model_kwargs)
+    torch.save(trunk.state_dict(), root / 'trunk.pth')
+    opts = ['--cfg-options', f'model.backbone.pretrained={root / "trunk.pth"}'] + [
+        f'{k}_dataloader.dataset.data_root={data_root}' for k in ('train', 'val', 'test')]
+    train_opts = opts + ['train_cfg.max_iters=4', 'train_cfg.val_interval=4',
+                         'default_hooks.checkpoint.interval=4', 'default_hooks.logger.interval=2',
+                         'train_dataloader.batch_size=2']
+    work = root / 'train'
+    res = run([f'{REPO}/tools/train.py', CONFIG, '--work-dir', work] + train_opts)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return dict(root=root, data_root=data_root, opts=opts, work=work, log=res.stdout,
+                ckpt=work / 'iter_4.pth')
+
+
+def test_training_logs_progress_and_saves_tuned_weights_only(trained):
+    assert 'Iter(train) [4/4]' in trained['log'] and 'Iter(val) [4/4]' in trained['log']
+    assert 'optimizer: ' in trained['log'] and 'frozen tensors left out' in trained['log']
+    ckpt = torch.load(trained['ckpt'], map_location='cpu', weights_only=True)
+    keys = list(ckpt['state_dict'])
+    assert not [k for k in keys if k.startswith('backbone.trunk.')]
+    assert 'backbone.prompts.tokens.0' in keys and any(k.startswith('decode_head.') for k in keys)
+    # the optimizer state covers the trainable tensors only
+    n_state = len(ckpt['optimizer']['state'])
+    n_trainable = sum(1 for k in keys if not k.endswith(('running_mean', 'running_var',
+                                                          'num_batches_tracked')))
+    assert n_state == n_trainable
+
+
+def independent_miou(pred_dir, ann_dir, num_classes=150):
+    """mIoU from the saved PNG predictions and the ADE20K annotation files, with numpy."""
+    inter = np.zeros(num_classes)
+    union = np.zeros(num_classes)
+    preds = sorted(glob.glob(osp.join(pred_dir, '*.png')))
+    assert preds
+    for p in preds:
+        pred = cv2.imread(p, cv2.IMREAD_UNCHANGED).astype(np.int64) - 1  # saved with +1
+        gt = cv2.imread(osp.join(ann_dir, osp.basename(p)), cv2.IMREAD_UNCHANGED).astype(np.int64)
+        gt = gt - 1  # reduce_zero_label: 0 -> ignore, c -> c - 1
+        valid = gt >= 0
+        pred, gt = pred[valid], gt[valid]
+        inter += np.bincount(gt[pred == gt], minlength=num_classes)[:num_classes]
+        area_p = np.bincount(pred, minlength=num_classes)[:num_classes]
+        area_g = np.bincount(gt, minlength=num_classes)[:num_classes]
+        union += area_p + area_g - np.bincount(gt[pred == gt], minlength=num_classes)[:num_classes]
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return 100 * np.nanmean(inter / union)
+
+
+def test_single_scale_miou_equals_independent_computation(trained, tmp_path):
+    work, out = tmp_path / 'ss', tmp_path / 'preds'
+    res = run([f'{REPO}/tools/test.py', CONFIG, trained['ckpt'], '--work-dir', work,
+               '--out', out] + trained['opts'])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert 'the frozen trunk stays as loaded from' in res.stdout
+    reported = last_metrics(work)['mIoU']
+    expected = independent_miou(out, osp.join(trained['data_root'], 'annotations/validation'))
+    assert abs(reported - expected) < 0.006, (reported, expected)
+
+    # mmseg's own stock tools/test.py runs the same config unchanged, and agrees
+    stock = tmp_path / 'stock'
+    res = run([STOCK_TEST, CONFIG, trained['ckpt'], '--work-dir', stock] + trained['opts'])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert last_metrics(stock)['mIoU'] == reported
+
+
+@pytest.mark.parametrize('style', ['1.x', '0.x'])
+def test_multi_scale_flip(trained, tmp_path, style):
+    work = tmp_path / 'tta'
+    res = run([f'{REPO}/tools/test.py', CONFIG, trained['ckpt'], '--tta', '--tta-style', style,
+               '--work-dir', work] + trained['opts'])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert 0 <= last_metrics(work)['mIoU'] <= 100
+    from mmengine.config import Config
+    used = Config.fromfile(glob.glob(osp.join(work, '*.py'))[0])  # the config the run dumped
+    assert used.model.type == 'SegTTAModel'
+    resizes = used.test_dataloader.dataset.pipeline[1].transforms[0]
+    if style == '1.x':  # ratios of the original image
+        assert [r.scale_factor for r in resizes] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+    else:  # ratios of the canonical test scale (512, 128)
+        assert [tuple(r.scale) for r in resizes][:2] == [(256, 64), (384, 96)]
+
+
+def test_missing_dataset_folder_is_a_clear_error(trained, tmp_path):
+    res = run([f'{REPO}/tools/train.py', CONFIG, '--work-dir', tmp_path,
+               '--cfg-options', f'train_dataloader.dataset.data_root={tmp_path / "nowhere"}'])
+    assert res.returncode != 0
+    assert 'DatasetLayoutError' in res.stderr and str(tmp_path / 'nowhere') in res.stderr
+    assert 'ADEChallengeData2016' in res.stderr
+
+
+def test_missing_pretrained_file_is_a_clear_error(trained, tmp_path):
+    missing = tmp_path / 'no_such_trunk.pth'
+    res = run([f'{REPO}/tools/test.py', CONFIG, trained['ckpt'], '--work-dir', tmp_path]
+              + trained['opts'] + [f'model.backbone.pretrained={missing}'])
+    assert res.returncode != 0 and str(missing) in res.stderr
