@@ -41,7 +41,9 @@ def parse_args(argv=None):
 def run_tool(args, log_path):
     """Run a tool in a fresh interpreter, echo its progress lines, keep its full log."""
     cmd = [sys.executable] + args
-    print('$ ' + ' '.join(osp.relpath(a, REPO) if osp.isabs(a) else a for a in args), flush=True)
+    shown = args[:args.index('--cfg-options')] if '--cfg-options' in args else args
+    print('$ ' + ' '.join(osp.relpath(a, REPO) if osp.isabs(a) else a for a in shown)
+          + (' --cfg-options <trunk file and data_root>' if shown != args else ''), flush=True)
     with open(log_path, 'w') as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
