@@ -17,7 +17,10 @@ VITL = [p for p in TOP_LEVEL if '_vitl_' in osp.basename(p)]
 def test_the_issue_configs_exist():
     names = {osp.relpath(p, osp.join(REPO, 'configs')) for p in TOP_LEVEL}
     assert {'cvpt_vitl_ade20k.py', 'cvpt_vitl_pascal_context.py', 'vpt_vitl_ade20k.py',
-            'vpt_vitl_pascal_context.py', 'example/cvpt_tiny_ade20k_synthetic.py'} <= names
+            'vpt_vitl_pascal_context.py', 'example/cvpt_tiny_ade20k_synthetic.py',
+            'davpt_vitl_ade20k.py', 'davpt_vitl_pascal_context.py', 'davpt_plus_vitl_ade20k.py',
+            'davpt_plus_vitl_pascal_context.py', 'cvpt_guided_vitl_ade20k.py',
+            'example/davpt_tiny_ade20k_synthetic.py'} <= names
 
 
 @pytest.mark.parametrize('path', TOP_LEVEL, ids=lambda p: osp.relpath(p, REPO))
@@ -43,8 +46,16 @@ def test_vitl_configs_build_without_weights(path):
     bb = model.backbone
     assert bb.depth == 24 and bb.embed_dim == 1024 and bb.out_indices == (7, 11, 15, 23)
     assert type(bb).__name__ == cfg.model.backbone.type
-    prompts = sum(p.numel() for n, p in bb.named_parameters() if p.requires_grad)
-    assert prompts == 24 * 10 * 1024
+    counts = [10] * 23 + [20] if type(bb).__name__ == 'DAVPTViT' else [10] * 24
+    assert bb.prompts.counts == counts
+    bias = 24 * 2 * 1024 if getattr(bb, 'bias_tuning', False) else 0
+    assert ('plus' in path) == bool(bias)
+    tuned_bb = sum(p.numel() for n, p in bb.named_parameters() if p.requires_grad)
+    assert tuned_bb == sum(counts) * 1024 + bias
+    if 'davpt' in path or 'guided' in path:
+        assert type(model).__name__ == 'MetricGuidedEncoderDecoder'
+        assert [h.type for h in cfg.custom_hooks] == ['ClassPromptMappingHook']
+        assert model.num_prompts == (20 if 'davpt' in path else 10)
     trunk = sum(p.numel() for p in bb.trunk.parameters())
     tuned = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert tuned < 0.2 * trunk  # prompts and heads are a small fraction of the 304M trunk

@@ -1,3 +1,4 @@
+from .class_prompt_mapping_hook import ClassPromptMappingHook
 from .optim_constructor import PromptOptimWrapperConstructor
 
-__all__ = ['PromptOptimWrapperConstructor']
+__all__ = ['ClassPromptMappingHook', 'PromptOptimWrapperConstructor']

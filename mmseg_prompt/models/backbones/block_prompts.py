@@ -67,6 +67,7 @@ class BlockPrompts(nn.Module):
             if m > 0:
                 self.tokens[str(i)] = nn.Parameter(torch.empty(m, dim).uniform_(-bound, bound))
         self.dropout = nn.Dropout(dropout)
+        self.enabled = True  # False: every block runs as if it had no prompts
 
     def num_tokens(self, index: int) -> int:
         return self.counts[index]
@@ -88,7 +89,7 @@ class BlockPrompts(nn.Module):
         the prompts alone (e.g. CVPT's key/value projection) happens once per forward; otherwise
         (B, M_l, D) with independent dropout per sample. None if the block has no prompts.
         """
-        p = self.get(index)
+        p = self.get(index) if self.enabled else None
         if p is None or not self.per_sample:
             return p
         return self.dropout(p.unsqueeze(0).expand(batch, -1, -1))

@@ -9,7 +9,7 @@ Per block l, with x (B, N, D) the residual stream, class token included (methods
 CrossAttn uses the block's own frozen ``qkv`` and ``proj`` tensors (not copies) and its heads, so
 self-attention stays on the N image tokens and the prompts cost O(N M D).
 """
-from typing import Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from mmseg.registry import MODELS
 
 from .block_prompts import BlockPrompts, prompt_counts, xavier_bound_3d
-from .frozen_vit import FrozenViT
+from .frozen_vit import FrozenViT, _normalise_indices
 
 _BLOCK_PARTS = ('norm1', 'attn', 'ls1', 'drop_path1', 'norm2', 'mlp', 'ls2', 'drop_path2')
 
@@ -66,6 +66,8 @@ class CVPTViT(FrozenViT):
             result 200.
         prompt_dropout: dropout on the prompts, per sample (CVPT segmentation: 0.1).
         cross_proj_drop: dropout on the cross-attention output projection (CVPT segmentation: 0.1).
+        guided_blocks: blocks whose prompts ``MetricGuidedEncoderDecoder`` may guide (metric
+            guidance on CVPT, which neither paper does); none by default.
         **kwargs: :class:`FrozenViT` arguments (``model_name``, ``pretrained``, ``img_size``,
             ``out_indices``, ...).
 
@@ -77,8 +79,11 @@ class CVPTViT(FrozenViT):
                  num_prompts: Union[int, Sequence[int]] = 10,
                  prompt_dropout: float = 0.1,
                  cross_proj_drop: float = 0.1,
+                 guided_blocks: Sequence[int] = (),
                  **kwargs):
         super().__init__(**kwargs)
+        self.guided_blocks = _normalise_indices(guided_blocks, self.depth)
+        self.guidance: Dict[int, Dict[str, torch.Tensor]] = {}
         counts = prompt_counts(num_prompts, self.depth)
         for i, m in enumerate(counts):
             if m > 0:
@@ -86,14 +91,52 @@ class CVPTViT(FrozenViT):
         bounds = [xavier_bound_3d(self.embed_dim, m, self.depth) for m in counts]
         self.prompts = BlockPrompts(counts, self.embed_dim, bounds, prompt_dropout)
         self.cross_attn = PromptCrossAttention(cross_proj_drop)
+        for i in self.guided_blocks:
+            if counts[i] == 0:
+                raise ValueError(f'guided block {i} has no prompts to guide: give it '
+                                 f'num_prompts > 0')
+
+    def forward(self, x):
+        self.guidance = {}
+        return super().forward(x)
 
     def forward_block(self, index: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         prompts: Optional[torch.Tensor] = self.prompts.for_batch(index, x.shape[0])
-        if prompts is None:
+        guided = index in self.guided_blocks
+        if prompts is None and not guided:
             return block(x)
         x = x + block.drop_path1(block.ls1(block.attn(block.norm1(x))))
-        x = x + self.cross_attn(x, prompts, block.attn)
-        return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+        if guided:
+            self.guidance[index] = dict(queried=x[:, self.num_prefix_tokens:])
+        if prompts is not None:
+            x = x + self.cross_attn(x, prompts, block.attn)
+        x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+        if guided:
+            self.guidance[index]['cls'] = x[:, 0]
+        return x
+
+    TOKEN_SIDES = ('cross_query',)
+    PROMPT_SIDES = ('cross_key',)
+
+    def metric_features(self, index: int, token_side: str = 'cross_query',
+                        prompt_side: str = 'cross_key'
+                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What metric guidance compares in CVPT block ``index``, after a forward: the very
+        vectors of the cross-attention logit, queries x W_q + b_q of the patches (B, N, D) and
+        keys P W_k + b_k of the prompts (M, D), plus the block's output class token (B, D).
+        """
+        if token_side not in self.TOKEN_SIDES or prompt_side not in self.PROMPT_SIDES:
+            raise ValueError(f'CVPTViT offers token_side {self.TOKEN_SIDES[0]!r} and prompt_side '
+                             f'{self.PROMPT_SIDES[0]!r} (the cross-attention logit); got '
+                             f'{token_side!r}, {prompt_side!r}')
+        g = self.guidance[index]
+        attn = self.trunk.blocks[index].attn
+        width = attn.num_heads * attn.head_dim
+        w, b = attn.qkv.weight, attn.qkv.bias
+        queries = F.linear(g['queried'], w[:width], None if b is None else b[:width])
+        keys = F.linear(self.prompts.get(index), w[width:2 * width],
+                        None if b is None else b[width:2 * width])
+        return queries, keys, g['cls']
 
 
 def _check_block(block: nn.Module, index: int, model_name: str):

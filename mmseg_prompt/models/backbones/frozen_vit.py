@@ -6,6 +6,7 @@ trains (unless ``trunk_train_mode=True``). Prompt methods subclass :class:`Froze
 :meth:`FrozenViT.forward_block`, the one place where a block runs, so that each method's file shows
 only what it adds.
 """
+from contextlib import contextmanager
 from typing import Optional, Sequence
 
 import timm
@@ -152,6 +153,19 @@ class FrozenViT(BaseModule):
             print_log(f'{type(self).__name__} ({self.model_name}): trainable params {tuned:,} / '
                       f'total {total:,} ({100 * tuned / max(total, 1):.4f}%)', logger='current')
         return self
+
+    @contextmanager
+    def prompts_disabled(self):
+        """Run as the plain frozen trunk inside the block (prompt methods honour it)."""
+        prompts = getattr(self, 'prompts', None)
+        if prompts is None:
+            yield
+            return
+        prompts.enabled = False
+        try:
+            yield
+        finally:
+            prompts.enabled = True
 
     # ------------------------------------------------------------------ forward
     def embed(self, x: torch.Tensor):

@@ -33,11 +33,15 @@ class VPTDeepViT(FrozenViT):
                  prompt_dropout: float = 0.1,
                  **kwargs):
         super().__init__(**kwargs)
-        counts = prompt_counts(num_prompts, self.depth)
+        counts = self.block_prompt_counts(num_prompts)
         patch_embed = self.trunk.patch_embed
         bound = vpt_patch_bound(self.embed_dim, patch_embed.patch_size,
                                 patch_embed.proj.in_channels)
         self.prompts = BlockPrompts(counts, self.embed_dim, [bound] * self.depth, prompt_dropout)
+
+    def block_prompt_counts(self, num_prompts) -> list:
+        """M_l for every block (subclasses may change some blocks' counts)."""
+        return prompt_counts(num_prompts, self.depth)
 
     def forward_block(self, index: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]

@@ -1,0 +1,3 @@
+from .metric_guided import MetricGuidedEncoderDecoder
+
+__all__ = ['MetricGuidedEncoderDecoder']
