@@ -160,3 +160,15 @@ def test_davpt_trains_with_metric_losses_and_resumes_its_mapping(trained, tmp_pa
     assert 'class-to-prompt mapping restored from the checkpoint' in res.stdout
     assert 'class-to-prompt mapping built' not in res.stdout
     assert 'Iter(train) [6/6]' in res.stdout
+
+
+def test_amp_trains_in_bfloat16_on_cpu(trained, tmp_path):
+    res = run([f'{REPO}/tools/train.py', CONFIG, '--amp', '--work-dir', tmp_path]
+              + trained['opts'] + ['train_cfg.max_iters=2', 'train_cfg.val_interval=100',
+                                   'default_hooks.logger.interval=1',
+                                   'model.backbone.with_cp=True'])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert '--amp: bfloat16 autocast on cpu' in res.stdout
+    assert 'Iter(train) [2/2]' in res.stdout
+    dumped = open(glob.glob(osp.join(tmp_path, '*.py'))[0]).read()
+    assert "type='BF16OptimWrapper'" in dumped

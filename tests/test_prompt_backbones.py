@@ -64,16 +64,45 @@ def test_zero_prompts_equal_timm_forward_intermediates(tiny_trunk_file, method, 
             torch.testing.assert_close(g, e, atol=1e-5, rtol=0)
 
 
-def test_cross_attention_equals_einsum_formula(tiny_trunk_file):
+@pytest.mark.parametrize('fold', ['never', 'always'])
+def test_cross_attention_equals_einsum_formula(tiny_trunk_file, fold):
     path, ref = tiny_trunk_file
     attn = ref.blocks[1].attn
     torch.manual_seed(1)
     x = torch.randn(2, 17, 64)
-    cross = PromptCrossAttention().eval()
+    cross = PromptCrossAttention(fold=fold).eval()
     for P in (torch.randn(7, 64), torch.randn(2, 7, 64)):  # shared and per-sample prompts
         with torch.no_grad():
             got = cross(x, P, attn)
         torch.testing.assert_close(got, cross_attention_by_hand(x, P, attn), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('shared', [True, False])
+def test_folded_and_plain_forms_agree_in_forward_and_prompt_gradients(tiny_trunk_file, shared):
+    _, ref = tiny_trunk_file
+    attn = ref.blocks[2].attn.double()
+    torch.manual_seed(2)
+    x = torch.randn(3, 21, 64, dtype=torch.float64)
+    P = torch.randn(5, 64, dtype=torch.float64) if shared else \
+        torch.randn(3, 5, 64, dtype=torch.float64)
+    results = {}
+    for fold in ('never', 'always'):
+        p = P.clone().requires_grad_()
+        out = PromptCrossAttention(fold=fold)(x, p, attn)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        results[fold] = (out.detach(), p.grad)
+    torch.testing.assert_close(results['always'][0], results['never'][0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(results['always'][1], results['never'][1], rtol=1e-10, atol=1e-12)
+
+
+def test_fold_is_chosen_when_heads_times_prompts_is_below_the_width(tiny_trunk_file):
+    _, ref = tiny_trunk_file
+    attn = ref.blocks[0].attn  # 2 heads, width 64
+    cross = PromptCrossAttention(fold='auto')
+    assert cross.use_fold(attn, 31, 64) and not cross.use_fold(attn, 32, 64)
+    assert not PromptCrossAttention(fold='never').use_fold(attn, 1, 64)
+    with pytest.raises(ValueError, match='fold'):
+        PromptCrossAttention(fold='sometimes')
 
 
 def test_cvpt_backbone_equals_hand_computation(tiny_trunk_file):

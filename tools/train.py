@@ -29,7 +29,8 @@ def parse_args(argv=None):
         help='resume from the given checkpoint, or from the latest one in the work dir if no '
         'path is given')
     parser.add_argument('--amp', action='store_true', default=False,
-                        help='enable automatic mixed precision training')
+                        help='mixed precision: bfloat16 autocast where supported (CPU, recent '
+                        'GPUs), else float16 with dynamic loss scaling')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, as key=value pairs (mmengine DictAction)')
@@ -52,13 +53,17 @@ def build_cfg(args) -> Config:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
+        from mmseg_prompt.engine import bf16_device
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper == 'AmpOptimWrapper':
+        if wrapper in ('AmpOptimWrapper', 'BF16OptimWrapper'):
             print_log('AMP training is already enabled in your config.', logger='current',
                       level=logging.WARNING)
         elif wrapper != 'OptimWrapper':
             raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper}')
-        else:
+        elif bf16_device():  # bfloat16: CPU, or a GPU that supports it; no loss scaling
+            cfg.optim_wrapper.type = 'BF16OptimWrapper'
+            print_log(f'--amp: bfloat16 autocast on {bf16_device()}', logger='current')
+        else:  # float16 with dynamic loss scaling, mmseg's --amp
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.resume == 'auto':  # mmseg's behaviour: the latest checkpoint in the work dir

@@ -30,30 +30,91 @@ class PromptCrossAttention(nn.Module):
 
     The attention module is passed at every call and never registered here, so its tensors are
     used as they are: frozen, shared, never copied. This module owns only the output dropout.
+
+    Two exact forms (``fold``):
+
+    - plain: project all N tokens to queries (N D^2), attend (SDPA), project out (N D^2);
+    - folded: per head, W_q folds into the prompt keys, W_q,h K_h^T (D x M), and W_o into the
+      prompt values, V_h W_o,h (M x D), so the tokens meet (D x H M) and (H M x D) matrices:
+      about 2 N H M D instead of 2 N D^2 + 2 N M D. ``fold='auto'`` picks it when H M < D.
+      It needs the block's q/k norms and attention-output norm to be identities (true for
+      ViT/DeiT); otherwise the plain form runs.
+
+    Keys, values and the folded matrices depend on the prompts only: computed once per forward
+    when the prompts are shared by the batch (M, D), per sample when they are (B, M, D).
     """
 
-    def __init__(self, proj_drop: float = 0.0):
+    FOLD_MODES = ('auto', 'always', 'never')
+
+    def __init__(self, proj_drop: float = 0.0, fold: str = 'auto'):
         super().__init__()
+        if fold not in self.FOLD_MODES:
+            raise ValueError(f'fold must be one of {self.FOLD_MODES}, got {fold!r}')
+        self.fold = fold
         self.proj_drop = nn.Dropout(proj_drop)
+
+    @staticmethod
+    def foldable(attn: nn.Module) -> bool:
+        return all(isinstance(getattr(attn, n), nn.Identity) for n in ('q_norm', 'k_norm', 'norm'))
+
+    def use_fold(self, attn: nn.Module, num_prompts: int, dim: int) -> bool:
+        if self.fold == 'never' or not self.foldable(attn):
+            if self.fold == 'always':
+                raise ValueError('fold="always" needs identity q_norm, k_norm and norm in the '
+                                 'attention (a plain ViT); use fold="auto"')
+            return False
+        return self.fold == 'always' or attn.num_heads * num_prompts < dim
 
     def forward(self, x: torch.Tensor, prompts: torch.Tensor, attn: nn.Module) -> torch.Tensor:
         """x (B, N, D); prompts (M, D), shared by the batch, or (B, M, D); returns (B, N, D)."""
+        B, N, D = x.shape
+        heads, head_dim = attn.num_heads, attn.head_dim
+        width = heads * head_dim
+        w, b = attn.qkv.weight, attn.qkv.bias
+        # Keys and values depend on the prompts only: once per forward when they are shared.
+        kv = F.linear(prompts.to(x.dtype), w[width:], None if b is None else b[width:])
+        # (.., M, 2, H, d) -> (.., 2, H, M, d) -> k, v (.., H, M, d)
+        k, v = kv.unflatten(-1, (2, heads, head_dim)).movedim(-4, -2).unbind(-4)
+        if self.use_fold(attn, prompts.shape[-2], D):
+            out = self._folded(x, k, v, attn)
+        else:
+            out = self._plain(x, k, v, attn)
+        return self.proj_drop(out)
+
+    @staticmethod
+    def _plain(x, k, v, attn):
         B, N, _ = x.shape
         heads, head_dim = attn.num_heads, attn.head_dim
         width = heads * head_dim
         w, b = attn.qkv.weight, attn.qkv.bias
         q = F.linear(x, w[:width], None if b is None else b[:width])
-        # Keys and values depend on the prompts only: once per forward when they are shared.
-        kv = F.linear(prompts.to(x.dtype), w[width:], None if b is None else b[width:])
         q = q.view(B, N, heads, head_dim).transpose(1, 2)                 # (B, H, N, d)
-        # (.., M, 2, H, d) -> (.., 2, H, M, d) -> k, v (.., H, M, d)
-        k, v = kv.unflatten(-1, (2, heads, head_dim)).movedim(-4, -2).unbind(-4)
         q, k = attn.q_norm(q), attn.k_norm(k)
         if k.dim() == 3:
             k, v = k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)
         out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # (B, H, N, d)
         out = attn.norm(out.transpose(1, 2).reshape(B, N, width))
-        return self.proj_drop(F.linear(out, attn.proj.weight, attn.proj.bias))
+        return F.linear(out, attn.proj.weight, attn.proj.bias)
+
+    @staticmethod
+    def _folded(x, k, v, attn):
+        """softmax_h(x K~_h + c_h) V~_h summed over heads, + b_o, with
+        K~_h = W_q,h^T K_h^T scale (D, M), c_h = b_q,h K_h^T scale, V~_h = V_h W_o,h^T (M, D)."""
+        heads, head_dim = attn.num_heads, attn.head_dim
+        width = heads * head_dim
+        M = k.shape[-2]
+        w, b = attn.qkv.weight, attn.qkv.bias
+        w_q = w[:width].view(heads, head_dim, -1)                          # (H, d, D)
+        k_fold = torch.einsum('hdc,...hmd->...chm', w_q.to(k.dtype), k).flatten(-2) * attn.scale
+        logits = x @ k_fold.to(x.dtype)                                    # (B, N, H M)
+        if b is not None:
+            c = torch.einsum('hd,...hmd->...hm', b[:width].view(heads, head_dim).to(k.dtype), k)
+            logits = logits + (c.flatten(-2) * attn.scale).unsqueeze(-2).to(logits.dtype)
+        probs = logits.unflatten(-1, (heads, M)).softmax(dim=-1).flatten(-2)
+        w_o = attn.proj.weight.view(attn.proj.out_features, heads, head_dim)  # (D, H, d)
+        v_fold = torch.einsum('...hmd,ohd->...hmo', v, w_o.to(v.dtype)).flatten(-3, -2)
+        out = probs @ v_fold.to(probs.dtype)                               # (B, N, D)
+        return out if attn.proj.bias is None else out + attn.proj.bias.to(out.dtype)
 
 
 @MODELS.register_module()
@@ -66,6 +127,8 @@ class CVPTViT(FrozenViT):
             result 200.
         prompt_dropout: dropout on the prompts, per sample (CVPT segmentation: 0.1).
         cross_proj_drop: dropout on the cross-attention output projection (CVPT segmentation: 0.1).
+        cross_attn_fold: 'auto' (the folded form when heads x prompts < width), 'always' or
+            'never'; both forms are exact (see :class:`PromptCrossAttention`).
         guided_blocks: blocks whose prompts ``MetricGuidedEncoderDecoder`` may guide (metric
             guidance on CVPT, which neither paper does); none by default.
         **kwargs: :class:`FrozenViT` arguments (``model_name``, ``pretrained``, ``img_size``,
@@ -79,6 +142,7 @@ class CVPTViT(FrozenViT):
                  num_prompts: Union[int, Sequence[int]] = 10,
                  prompt_dropout: float = 0.1,
                  cross_proj_drop: float = 0.1,
+                 cross_attn_fold: str = 'auto',
                  guided_blocks: Sequence[int] = (),
                  **kwargs):
         super().__init__(**kwargs)
@@ -90,7 +154,7 @@ class CVPTViT(FrozenViT):
                 _check_block(self.trunk.blocks[i], i, self.model_name)
         bounds = [xavier_bound_3d(self.embed_dim, m, self.depth) for m in counts]
         self.prompts = BlockPrompts(counts, self.embed_dim, bounds, prompt_dropout)
-        self.cross_attn = PromptCrossAttention(cross_proj_drop)
+        self.cross_attn = PromptCrossAttention(cross_proj_drop, fold=cross_attn_fold)
         for i in self.guided_blocks:
             if counts[i] == 0:
                 raise ValueError(f'guided block {i} has no prompts to guide: give it '

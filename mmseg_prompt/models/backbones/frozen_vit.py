@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import timm
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
@@ -40,6 +41,9 @@ class FrozenViT(BaseModule):
         trunk_train_mode: let the frozen trunk follow the segmentor's train mode, so that the
             dropout / drop-path asked for in ``model_kwargs`` is active. Off by default.
         model_kwargs: extra ``timm.create_model`` arguments (e.g. ``depth=3, embed_dim=64``).
+        with_cp: activation checkpointing of every block while training: the frozen blocks'
+            activations are recomputed in the backward pass instead of stored (gradients still
+            flow through them to the prompts). Saves memory, costs one more forward.
 
     Input (B, C, H, W), any H and W: the patch embedding pads right and bottom to a multiple of
     the patch size, so 234x345 gives a 15x22 grid. Output: a tuple with one (B, D, ceil(H/p),
@@ -55,6 +59,7 @@ class FrozenViT(BaseModule):
                  output_cls_token: bool = False,
                  trunk_train_mode: bool = False,
                  model_kwargs: Optional[dict] = None,
+                 with_cp: bool = False,
                  init_cfg=None):
         _check_init_cfg(init_cfg, pretrained)
         super().__init__(init_cfg=init_cfg)
@@ -72,6 +77,7 @@ class FrozenViT(BaseModule):
         if output_cls_token and self.trunk.cls_token is None:
             raise ValueError(f'output_cls_token=True, but {model_name} has no class token')
         self.trunk_train_mode = trunk_train_mode
+        self.with_cp = with_cp
         self.embed_dim = self.trunk.embed_dim
         self.num_prefix_tokens = self.trunk.num_prefix_tokens
         self._counts_logged = False
@@ -188,8 +194,12 @@ class FrozenViT(BaseModule):
         tokens, (h, w) = self.embed(x)
         outs = []
         last = self.depth - 1
+        use_cp = self.with_cp and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.trunk.blocks):
-            tokens = self.forward_block(i, block, tokens)
+            if use_cp:
+                tokens = checkpoint(self.forward_block, i, block, tokens, use_reentrant=False)
+            else:
+                tokens = self.forward_block(i, block, tokens)
             if i not in self.out_indices:
                 continue
             out = self.trunk.norm(tokens) if (self.final_norm and i == last) else tokens

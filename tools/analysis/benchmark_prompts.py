@@ -1,0 +1,305 @@
+"""Cost of prompt tuning: training step, inference, peak memory and FLOPs per prompt count.
+
+    python tools/analysis/benchmark_prompts.py [--model vit_base_patch16_224] [--img 224]
+        [--batch 8] [--methods trunk vpt cvpt] [--prompts 1 10 50 100 200] [--head none|upernet]
+        [--device cpu|cuda] [--dtype fp32|bf16] [--warmup 2] [--repeats 5] [--out DIR]
+
+Every case (the frozen trunk alone, then VPT-Deep and CVPT at each prompt count) runs in a fresh
+process, so its peak memory is its own: the CUDA allocator's peak on GPU, the process's peak RSS
+on CPU. Times are medians over ``--repeats`` after ``--warmup`` untimed runs; a training step is
+forward, backward and an AdamW step on the tuned parameters (prompts, and the head with
+``--head upernet``); the loss is the mean square of the outputs, or UperNet's cross-entropy on
+random labels. FLOPs (one inference forward of the batch, multiply-adds counted once, as fvcore
+and mmengine count them) come from mmengine's FlopAnalyzer, given a handle for
+``scaled_dot_product_attention``, which it does not count by itself. Prints a markdown table,
+writes ``results.json`` and a plot of cost against prompt count to ``--out``.
+Weights are random: costs do not depend on them, and nothing is downloaded.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch.nn as nn
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, REPO)
+METHOD_TYPES = dict(trunk='FrozenViT', vpt='VPTDeepViT', cvpt='CVPTViT')
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--model', default='vit_base_patch16_224')
+    p.add_argument('--img', type=int, default=224)
+    p.add_argument('--batch', type=int, default=8)
+    p.add_argument('--methods', nargs='+', default=['trunk', 'vpt', 'cvpt'],
+                   choices=list(METHOD_TYPES))
+    p.add_argument('--prompts', nargs='+', type=int, default=[1, 10, 50, 100, 200])
+    p.add_argument('--head', choices=['none', 'upernet'], default='none')
+    p.add_argument('--device', default='cuda' if _cuda() else 'cpu')
+    p.add_argument('--dtype', choices=['fp32', 'bf16'], default=None,
+                   help='default: bf16 on CUDA, fp32 on CPU')
+    p.add_argument('--prompt-dropout', type=float, default=0.1,
+                   help='as the configs (0.1); with dropout CVPT folds per sample')
+    p.add_argument('--fold', default='auto', choices=['auto', 'always', 'never'],
+                   help="CVPT's cross-attention form")
+    p.add_argument('--with-cp', action='store_true', help='activation checkpointing')
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    p.add_argument('--out', default=osp.join(REPO, 'work_dirs', 'benchmark_prompts'))
+    p.add_argument('--case', help=argparse.SUPPRESS)  # internal: run one case, print JSON
+    args = p.parse_args(argv)
+    args.dtype = args.dtype or ('bf16' if args.device == 'cuda' else 'fp32')
+    return args
+
+
+def _cuda():
+    import torch
+    return torch.cuda.is_available()
+
+
+# ---------------------------------------------------------------------------- one case
+def build(args, method, prompts):
+    """The backbone alone, or the UperNet segmentor of the configs at the trunk's width."""
+    import timm
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+    probe = timm.create_model(args.model, pretrained=False)
+    depth, width = len(probe.blocks), probe.embed_dim
+    del probe
+    out_indices = tuple(depth * k // 4 - 1 for k in (1, 2, 3, 4))
+    backbone = dict(type=METHOD_TYPES[method], model_name=args.model, img_size=args.img,
+                    out_indices=out_indices, with_cp=args.with_cp)
+    if method != 'trunk':
+        backbone.update(num_prompts=prompts, prompt_dropout=args.prompt_dropout)
+    if method == 'cvpt':
+        backbone.update(cross_attn_fold=args.fold)
+    if args.head == 'none':
+        return MODELS.build(backbone)
+    model = Config.fromfile(osp.join(REPO, 'configs/_base_/models/upernet_vitl_prompt.py')).model
+    norm = dict(type='BN', requires_grad=True)  # one process: SyncBN has nothing to sync with
+    model.backbone = backbone
+    model.data_preprocessor = None
+    model.neck.update(embed_dim=width, norm_cfg=norm)
+    model.decode_head.update(in_channels=[width] * 4, norm_cfg=norm)
+    model.auxiliary_head.update(in_channels=width, norm_cfg=norm)
+    return MODELS.build(model)
+
+
+class _Forward(nn.Module):
+    """The segmentor's plain forward (backbone, neck, decode head), for timing and tracing."""
+
+    def __init__(self, segmentor):
+        super().__init__()
+        self.segmentor = segmentor
+
+    def forward(self, x):
+        return self.segmentor._forward(x)
+
+
+def run_case(args, method, prompts):
+    import torch
+    from mmengine.analysis import FlopAnalyzer
+    from mmengine.registry import init_default_scope
+
+    import mmseg_prompt  # noqa: F401
+    init_default_scope('mmseg')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model = build(args, method, prompts)
+    model.to(device)
+    dtype = dict(fp32=None, bf16=torch.bfloat16)[args.dtype]
+    x = torch.randn(args.batch, 3, args.img, args.img, device=device)
+
+    def sync():
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+    def forward_loss():
+        if args.head == 'none':
+            return sum(o.float().square().mean() for o in model(x))
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
+        samples = []
+        for _ in range(args.batch):
+            s = SegDataSample(metainfo=dict(img_shape=(args.img,) * 2, pad_shape=(args.img,) * 2))
+            s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, args.img, args.img),
+                                                        device=device))
+            samples.append(s)
+        losses = model.loss(x, samples)
+        return sum(v for k, v in losses.items() if 'loss' in k)
+
+    def timed(fn, n):
+        times = []
+        for _ in range(n):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    result = dict(method=method, prompts=prompts if method != 'trunk' else 0)
+    tuned = [p for p in model.parameters() if p.requires_grad]
+    result['tuned_params'] = sum(p.numel() for p in tuned)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+    if method != 'trunk':
+        model.train()
+        opt = torch.optim.AdamW(tuned, lr=1e-4)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with autocast():
+                loss = forward_loss()
+            loss.backward()
+            opt.step()
+        timed(step, args.warmup)
+        result['train_s'] = statistics.median(timed(step, args.repeats))
+        del opt
+    model.eval()
+
+    def infer():
+        with torch.no_grad(), autocast():
+            model(x) if args.head == 'none' else model._forward(x)
+    timed(infer, args.warmup)
+    result['infer_s'] = statistics.median(timed(infer, args.repeats))
+    if device.type == 'cuda':
+        result['peak_mib'] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        result['peak_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # FLOPs of one inference forward of the batch, traced in fp32 on the CPU copy
+    model.float().cpu().eval()
+    xc = x.float().cpu()
+    target = model if args.head == 'none' else _Forward(model)
+    analyzer = FlopAnalyzer(target, (xc,))
+    analyzer.set_op_handle('aten::scaled_dot_product_attention', _sdpa_flops)
+    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    result['gflops'] = analyzer.total() / 1e9
+    result['unsupported_ops'] = dict(analyzer.unsupported_ops())
+    return result
+
+
+def _sdpa_flops(inputs, outputs):
+    """Q K^T and A V: 2 B H N M d multiply-adds."""
+    from mmengine.analysis.jit_handles import get_shape
+    q, k = get_shape(inputs[0]), get_shape(inputs[1])
+    *batch, n, d = q
+    m = k[-2]
+    count = n * m * d * 2
+    for b in batch:
+        count *= b
+    return count
+
+
+# ---------------------------------------------------------------------------- the table
+def cases(args):
+    out = []
+    if 'trunk' in args.methods:
+        out.append(('trunk', 0))
+    for method in ('vpt', 'cvpt'):
+        if method in args.methods:
+            out += [(method, m) for m in args.prompts]
+    return out
+
+
+def run_all(args):
+    os.makedirs(args.out, exist_ok=True)
+    results = []
+    for method, m in cases(args):
+        cmd = [sys.executable, osp.abspath(__file__), '--case', f'{method}:{m}'] + \
+            [a for a in sys.argv[1:]]
+        t0 = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f'case {method} {m} failed:\n{proc.stderr[-3000:]}')
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        results.append(res)
+        print(f'  {method:5s} M={m:<4d} train {res.get("train_s", float("nan")):7.3f} s  '
+              f'infer {res["infer_s"]:7.3f} s  peak {res["peak_mib"]:8.0f} MiB  '
+              f'{res["gflops"]:8.1f} GFLOPs  ({time.time() - t0:.0f} s)', flush=True)
+    meta = dict(model=args.model, img=args.img, batch=args.batch, device=args.device,
+                dtype=args.dtype, head=args.head, prompt_dropout=args.prompt_dropout,
+                fold=args.fold, with_cp=args.with_cp, warmup=args.warmup, repeats=args.repeats,
+                threads=args.threads or _threads())
+    with open(osp.join(args.out, 'results.json'), 'w') as f:
+        json.dump(dict(meta=meta, results=results), f, indent=1)
+    print(table(meta, results))
+    plot(meta, results, osp.join(args.out, 'cost_vs_prompts.png'))
+    print(f'\nwrote {osp.join(args.out, "results.json")} and cost_vs_prompts.png')
+    return results
+
+
+def _threads():
+    import torch
+    return torch.get_num_threads()
+
+
+def table(meta, results):
+    vpt = {r['prompts']: r for r in results if r['method'] == 'vpt'}
+    lines = [f'\n{meta["model"]}, {meta["img"]}x{meta["img"]}, batch {meta["batch"]}, '
+             f'{meta["device"]} {meta["dtype"]}, head {meta["head"]}, prompt dropout '
+             f'{meta["prompt_dropout"]}, medians of {meta["repeats"]} after {meta["warmup"]} '
+             f'warm-up\n',
+             '| method | prompts | train step (s) | inference (s) | peak memory (MiB) | '
+             'GFLOPs (fwd) | train vs VPT-Deep, same M |',
+             '|---|---|---|---|---|---|---|']
+    names = dict(trunk='frozen trunk', vpt='VPT-Deep', cvpt='CVPT')
+    for r in results:
+        train = f'{r["train_s"]:.3f}' if 'train_s' in r else 'n/a (inference only)'
+        ratio = ''
+        if r['method'] == 'cvpt' and r['prompts'] in vpt:
+            ratio = f'{r["train_s"] / vpt[r["prompts"]]["train_s"]:.2f}x'
+        lines.append(f'| {names[r["method"]]} | {r["prompts"] or "-"} | {train} | '
+                     f'{r["infer_s"]:.3f} | {r["peak_mib"]:.0f} | {r["gflops"]:.1f} | {ratio} |')
+    return '\n'.join(lines)
+
+
+def plot(meta, results, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    keys = [('train_s', 'training step (s)'), ('gflops', 'GFLOPs (inference forward)'),
+            ('peak_mib', 'peak memory (MiB)')]
+    for ax, (key, label) in zip(axes, keys):
+        for method, style in (('vpt', 'o-'), ('cvpt', 's-')):
+            rows = [r for r in results if r['method'] == method and key in r]
+            if rows:
+                ax.plot([r['prompts'] for r in rows], [r[key] for r in rows], style,
+                        label=dict(vpt='VPT-Deep', cvpt='CVPT')[method])
+        trunk = [r for r in results if r['method'] == 'trunk' and key in r]
+        if trunk:
+            ax.axhline(trunk[0][key], color='gray', ls='--', label='frozen trunk')
+        ax.set_xlabel('prompts per block')
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f'{meta["model"]} {meta["img"]}x{meta["img"]}, batch {meta["batch"]}, '
+                 f'{meta["device"]} {meta["dtype"]}')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.case:
+        method, m = args.case.split(':')
+        print(json.dumps(run_case(args, method, int(m))))
+        return
+    run_all(args)
+
+
+if __name__ == '__main__':
+    main()
