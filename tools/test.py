@@ -89,8 +89,12 @@ def main(argv=None):
     args = parse_args(argv)
     import mmseg_prompt  # noqa: F401  (the config's custom_imports does the same)
     from mmseg_prompt.datasets import check_dataset_layout
+    from mmseg_prompt.utils.config_checks import check_sizes_fit_patch
+    from mmseg_prompt.utils.cpu_distributed import prepare_cpu_distributed
     cfg = build_cfg(args)
+    check_sizes_fit_patch(cfg)
     check_dataset_layout(cfg)
+    prepare_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     return runner.test()
 

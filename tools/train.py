@@ -66,6 +66,12 @@ def build_cfg(args) -> Config:
         else:  # float16 with dynamic loss scaling, mmseg's --amp
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+    for name, hook in dict(trunk_check='FrozenTrunkCheckHook', nan_guard='NaNLossGuardHook',
+                           rng_state='RNGStateHook').items():
+        cfg.setdefault('default_hooks', {})  # configs not built on our bases get the checks too
+        if not any(isinstance(h, dict) and h.get('type') == hook
+                   for h in cfg.default_hooks.values()):
+            cfg.default_hooks[name] = dict(type=hook)
     if args.resume == 'auto':  # mmseg's behaviour: the latest checkpoint in the work dir
         cfg.resume = True
     elif args.resume is not None:
@@ -77,8 +83,12 @@ def main(argv=None):
     args = parse_args(argv)
     import mmseg_prompt  # noqa: F401  (the config's custom_imports does the same)
     from mmseg_prompt.datasets import check_dataset_layout
+    from mmseg_prompt.utils.config_checks import check_sizes_fit_patch
+    from mmseg_prompt.utils.cpu_distributed import prepare_cpu_distributed
     cfg = build_cfg(args)
+    check_sizes_fit_patch(cfg)
     check_dataset_layout(cfg)
+    prepare_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

@@ -117,7 +117,50 @@ def _dataset_problems(ds, key):
             ann_file = join_path(data_root, ann_file)
         if not osp.exists(ann_file):
             problems.append((f'{key}.ann_file', ann_file, 'ann_file (split list) not found'))
+    if not problems:
+        problems += _unlabelled_images(ds, key, data_root, prefix, ann_file)
     return problems
+
+
+def _suffixes(ds):
+    """(img_suffix, seg_map_suffix) of a dataset dict, defaulting to its class's defaults."""
+    import inspect
+
+    from mmseg.registry import DATASETS
+    defaults = {}
+    cls = DATASETS.get(ds.get('type')) if isinstance(ds.get('type'), str) else ds.get('type')
+    if cls is not None:
+        for klass in inspect.getmro(cls):
+            if '__init__' in vars(klass):
+                for name, prm in inspect.signature(klass.__init__).parameters.items():
+                    if name in ('img_suffix', 'seg_map_suffix'):
+                        defaults.setdefault(name, prm.default)
+    return (ds.get('img_suffix', defaults.get('img_suffix', '.jpg')),
+            ds.get('seg_map_suffix', defaults.get('seg_map_suffix', '.png')))
+
+
+def _unlabelled_images(ds, key, data_root, prefix, ann_file):
+    """A problem entry if some image (listed in ann_file, or found in the image folder) has no
+    label file, as mmseg pairs them: same relative path, the label suffix."""
+    if not all(isinstance(prefix.get(n), str) for n in ('img_path', 'seg_map_path')):
+        return []
+    img_dir, seg_dir = (prefix[n] if is_abs(prefix[n]) or not data_root
+                        else join_path(data_root, prefix[n]) for n in ('img_path', 'seg_map_path'))
+    img_suffix, seg_suffix = _suffixes(ds)
+    if ann_file and osp.isfile(ann_file):
+        with open(ann_file) as f:
+            stems = [line.strip() for line in f if line.strip()]
+    else:
+        stems = [osp.relpath(osp.join(root, name), img_dir)[:-len(img_suffix)]
+                 for root, _, names in os.walk(img_dir) for name in names
+                 if name.endswith(img_suffix)]
+    missing = [s for s in stems if not osp.isfile(osp.join(seg_dir, s + seg_suffix))]
+    if not missing:
+        return []
+    example = osp.join(seg_dir, missing[0] + seg_suffix)
+    return [(f'{key}.data_prefix.seg_map_path', example,
+             f'{len(missing)} of {len(stems)} images have no label file (e.g. '
+             f'{missing[0] + img_suffix} needs')]
 
 
 def _leaf_datasets(ds, key):

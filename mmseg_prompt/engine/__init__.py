@@ -1,6 +1,9 @@
 from .bf16_optim_wrapper import BF16OptimWrapper, bf16_device
 from .class_prompt_mapping_hook import ClassPromptMappingHook
 from .optim_constructor import PromptOptimWrapperConstructor
+from .training_checks import (FrozenTrunkCheckHook, NaNLossGuardHook, RNGStateHook,
+                              tensors_sha256)
 
-__all__ = ['BF16OptimWrapper', 'ClassPromptMappingHook', 'PromptOptimWrapperConstructor',
-           'bf16_device']
+__all__ = ['BF16OptimWrapper', 'ClassPromptMappingHook', 'FrozenTrunkCheckHook',
+           'NaNLossGuardHook', 'PromptOptimWrapperConstructor', 'RNGStateHook', 'bf16_device',
+           'tensors_sha256']

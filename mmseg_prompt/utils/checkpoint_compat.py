@@ -28,7 +28,8 @@ def _numpy_globals():
     except ImportError:  # numpy 1.x
         from numpy.core.multiarray import _reconstruct, scalar
     dtype_classes = [type(np.dtype(t)) for t in (
-        np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8, np.uint8,
+        np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8, np.uint64,
+        np.uint32, np.uint16, np.uint8,
         np.bool_)]
     return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
 

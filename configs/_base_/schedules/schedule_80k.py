@@ -22,5 +22,10 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=8000, max_keep_ckpts=3,
                     save_best='mIoU'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
+    visualization=dict(type='SegVisualizationHook'),
+    # mmseg-prompt's checks (mmseg_prompt/engine/training_checks.py): the frozen trunk hashes the
+    # same after training, a NaN loss stops the run before it is saved, RNG states in checkpoints
+    trunk_check=dict(type='FrozenTrunkCheckHook'),
+    nan_guard=dict(type='NaNLossGuardHook'),
+    rng_state=dict(type='RNGStateHook'))
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -70,6 +70,11 @@ class FrozenViT(BaseModule):
         if not hasattr(self.trunk, 'blocks') or not hasattr(self.trunk, 'patch_embed'):
             raise ValueError(f'{model_name} is not a ViT with `patch_embed` and `blocks`; '
                              f'FrozenViT needs a timm VisionTransformer-style model.')
+        patch = self.trunk.patch_embed.patch_size
+        sizes = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        if any(s % p for s, p in zip(sizes, patch)):
+            raise ValueError(f'img_size={img_size} does not fit the patch size {tuple(patch)} of '
+                             f'{model_name}: use a multiple of it (model.backbone.img_size)')
         depth = len(self.trunk.blocks)
         self.out_indices = _normalise_indices(out_indices, depth)
         self.final_norm = final_norm

@@ -1,0 +1,126 @@
+"""Hooks that keep long runs honest: a trunk that provably never changes, identical tuned
+weights on every rank, a NaN loss that stops the run before it is saved, and RNG states in
+checkpoints so that a resumed run continues exactly."""
+import hashlib
+import math
+import os.path as osp
+import random
+from typing import Optional
+
+import numpy as np
+import torch
+from mmengine.dist import all_gather_object, get_world_size, is_distributed
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmseg.registry import HOOKS
+
+
+def tensors_sha256(named_tensors) -> str:
+    """sha256 over the names, shapes, dtypes and bytes of (name, tensor) pairs, in order."""
+    h = hashlib.sha256()
+    for name, t in named_tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f'{name}:{tuple(t.shape)}:{t.dtype};'.encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    return h.hexdigest()
+
+
+def _unwrap(model):
+    return model.module if is_model_wrapper(model) else model
+
+
+@HOOKS.register_module()
+class FrozenTrunkCheckHook(Hook):
+    """At the end of training: the frozen trunk must hash as it did at the start, and (under
+    distributed training) the tuned weights must hash the same on every rank. Says so in the log,
+    or stops with the first tensor that differs."""
+
+    priority = 'LOW'
+
+    def __init__(self):
+        self._before: Optional[str] = None
+
+    @staticmethod
+    def _trunk(runner):
+        backbone = getattr(_unwrap(runner.model), 'backbone', None)
+        trunk = getattr(backbone, 'trunk', None)
+        if trunk is None:
+            return None
+        tuned = {n for n, p in trunk.named_parameters() if p.requires_grad}
+        return [(n, t) for n, t in trunk.state_dict().items() if n not in tuned]
+
+    def before_train(self, runner) -> None:
+        trunk = self._trunk(runner)
+        if trunk is None:
+            return
+        self._before = tensors_sha256(trunk)
+
+    def after_train(self, runner) -> None:
+        trunk = self._trunk(runner)
+        if trunk is not None and self._before is not None:
+            after = tensors_sha256(trunk)
+            if after != self._before:
+                raise RuntimeError(f'the frozen trunk changed during training (sha256 '
+                                   f'{self._before[:16]} -> {after[:16]}): something trained it')
+            print_log(f'frozen trunk unchanged by training: {len(trunk)} tensors, sha256 '
+                      f'{after[:16]}', logger='current')
+        model = _unwrap(runner.model)
+        tuned = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        digest = tensors_sha256(tuned)
+        if is_distributed():
+            digests = all_gather_object(digest)
+            if len(set(digests)) != 1:
+                raise RuntimeError(f'tuned weights differ across ranks: {digests}')
+            print_log(f'tuned weights identical on all {get_world_size()} ranks: sha256 '
+                      f'{digest[:16]}', logger='current')
+        else:
+            print_log(f'tuned weights: {len(tuned)} tensors, sha256 {digest[:16]}',
+                      logger='current')
+
+
+@HOOKS.register_module()
+class NaNLossGuardHook(Hook):
+    """Stops training at the first non-finite loss, before any checkpoint of that iteration is
+    written (it runs before CheckpointHook), naming the iteration and the last good checkpoint."""
+
+    priority = 'ABOVE_NORMAL'
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        bad = {k: float(v) for k, v in (outputs or {}).items()
+               if 'loss' in k and not math.isfinite(float(v))}
+        if not bad:
+            return
+        last = osp.join(runner.work_dir, 'last_checkpoint')
+        good = open(last).read().strip() if osp.exists(last) else None
+        raise FloatingPointError(
+            f'non-finite loss at iteration {runner.iter + 1}: {bad}. Training stopped; no '
+            f'checkpoint of this iteration was written. '
+            + (f'The last good checkpoint is {good} (resume with --resume).' if good else
+               'No checkpoint was written before it.')
+            + ' Try a lower learning rate, gradient clipping (optim_wrapper.clip_grad) or fp32.')
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Saves the Python, NumPy and torch RNG states in every checkpoint and restores them on
+    resume, so that dropout and sampling continue where the interrupted run stopped."""
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = dict(python=random.getstate(), numpy=np.random.get_state(),
+                     torch=torch.get_rng_state())
+        if torch.cuda.is_available():
+            state['cuda'] = torch.cuda.get_rng_state_all()
+        checkpoint['rng_state'] = state
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get('rng_state')
+        if state is None or not getattr(runner, '_resume', False):
+            return
+        python = state['python']
+        random.setstate((python[0], tuple(python[1]), python[2]))
+        np.random.set_state(state['numpy'])
+        torch.set_rng_state(state['torch'])
+        if 'cuda' in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state['cuda'])
+        print_log('RNG states restored from the checkpoint', logger='current')

@@ -1,0 +1,240 @@
+"""Training that survives faults: atomic checkpoints, exact resume, determinism, a trunk that
+provably never changes, distributed runs, and bad input with clear messages. CPU, tiny trunks,
+the synthetic ADE20K-layout data."""
+import glob
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import timm
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CVPT = osp.join(REPO, 'configs/example/cvpt_tiny_ade20k_synthetic.py')
+DAVPT = osp.join(REPO, 'configs/example/davpt_tiny_ade20k_synthetic.py')
+ENV = dict(os.environ, PYTHONHASHSEED='0')
+
+
+def run(args, **kw):
+    return subprocess.run([str(a) for a in args], cwd=REPO, capture_output=True, text=True,
+                          env=ENV, **kw)
+
+
+@pytest.fixture(scope='module')
+def toy(tmp_path_factory):
+    from mmengine.config import Config
+
+    from mmseg_prompt.datasets import make_synthetic_ade20k
+    root = tmp_path_factory.mktemp('robust')
+    data_root = make_synthetic_ade20k(root / 'ade', num_train=8, num_val=2, seed=3)
+    bb = Config.fromfile(CVPT).model.backbone
+    torch.manual_seed(0)
+    trunk = timm.create_model(bb.model_name, num_classes=0, img_size=bb.img_size,
+                              **bb.model_kwargs)
+    torch.save(trunk.state_dict(), root / 'trunk.pth')
+    opts = [f'model.backbone.pretrained={root / "trunk.pth"}',
+            'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
+            'train_cfg.val_interval=1000'] + [
+        f'{k}_dataloader.dataset.data_root={data_root}' for k in ('train', 'val', 'test')]
+    return dict(root=root, data_root=data_root, opts=opts)
+
+
+def train(config, work, opts, *extra, iters):
+    return run([sys.executable, f'{REPO}/tools/train.py', config, '--work-dir', work, *extra,
+                '--cfg-options', *opts, f'train_cfg.max_iters={iters}'])
+
+
+def tuned(ckpt):
+    return torch.load(ckpt, map_location='cpu', weights_only=True)['state_dict']
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def test_an_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    import mmengine.runner.runner as runner_module
+    from mmengine.fileio.backends import LocalBackend
+
+    import mmseg_prompt  # noqa: F401  (installs the atomic save)
+    path = str(tmp_path / 'iter_1.pth')
+    runner_module.save_checkpoint(dict(state_dict=dict(w=torch.ones(3))), path)
+
+    def dies_half_way(self, obj, filepath):
+        with open(filepath, 'wb') as f:
+            f.write(obj[:len(obj) // 2])
+        raise KeyboardInterrupt('killed while writing')
+    monkeypatch.setattr(LocalBackend, 'put', dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        runner_module.save_checkpoint(dict(state_dict=dict(w=torch.zeros(3))), path)
+    with pytest.raises(KeyboardInterrupt):
+        runner_module.save_checkpoint(dict(state_dict=dict(w=torch.zeros(3))),
+                                      str(tmp_path / 'iter_2.pth'))
+    assert sorted(os.listdir(tmp_path)) == ['iter_1.pth']  # no partial file, no temp file
+    assert torch.equal(torch.load(path, weights_only=True)['state_dict']['w'], torch.ones(3))
+
+
+# ---------------------------------------------------------------------------- resume, determinism
+def test_exact_resume_and_determinism(toy, tmp_path):
+    """DA-VPT+ (prompt dropout, bias deltas, the mapping re-clustered every 2 iterations):
+    6 iterations straight, twice, and 3 + resume to 6, give the same tuned weights."""
+    opts = toy['opts'] + ['custom_hooks.0.interval=2', 'default_hooks.checkpoint.interval=3',
+                          'default_hooks.checkpoint.max_keep_ckpts=3']
+    a, b, c = tmp_path / 'a', tmp_path / 'b', tmp_path / 'c'
+    for work, iters in ((a, 6), (c, 6), (b, 3)):
+        res = train(DAVPT, work, opts, iters=iters)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    res = train(DAVPT, b, opts, '--resume', iters=6)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert 'class-to-prompt mapping restored from the checkpoint' in res.stdout
+    assert 'RNG states restored from the checkpoint' in res.stdout
+    final_a = tuned(a / 'iter_6.pth')
+    assert_same_state(final_a, tuned(c / 'iter_6.pth'))  # same seed, same config, twice
+    assert_same_state(final_a, tuned(b / 'iter_6.pth'))  # interrupted at 3 and resumed
+    # and the runs did train: the prompts moved
+    assert not torch.equal(final_a['backbone.prompts.tokens.0'],
+                           tuned(b / 'iter_3.pth')['backbone.prompts.tokens.0'])
+
+
+# ---------------------------------------------------------------------------- the frozen trunk
+def test_train_reports_an_unchanged_trunk(toy, tmp_path):
+    res = train(CVPT, tmp_path, toy['opts'], iters=2)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert 'frozen trunk unchanged by training' in res.stdout
+    assert 'tuned weights: ' in res.stdout
+
+
+def test_trunk_check_catches_a_changed_trunk(tiny_trunk_file):
+    from mmseg.registry import MODELS
+
+    from mmseg_prompt.engine import FrozenTrunkCheckHook
+    path, _ = tiny_trunk_file
+    from conftest import TINY_KWARGS, TINY_NAME
+    model = MODELS.build(dict(type='EncoderDecoder', backbone=dict(
+        type='CVPTViT', model_name=TINY_NAME, img_size=64, model_kwargs=TINY_KWARGS,
+        out_indices=(2,), pretrained=str(path)), decode_head=dict(
+        type='FCNHead', in_channels=64, channels=8, num_convs=1, num_classes=3)))
+    runner = type('R', (), dict(model=model))()
+    hook = FrozenTrunkCheckHook()
+    hook.before_train(runner)
+    hook.after_train(runner)  # unchanged: passes
+    with torch.no_grad():
+        model.backbone.trunk.blocks[1].mlp.fc2.bias[0] += 1e-6
+    with pytest.raises(RuntimeError, match='frozen trunk changed'):
+        hook.after_train(runner)
+
+
+# ---------------------------------------------------------------------------- distributed
+def test_two_process_gloo_training(toy, tmp_path):
+    env = dict(ENV, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000))
+    res = subprocess.run(['bash', f'{REPO}/tools/dist_train.sh', CVPT, '2', '--work-dir',
+                          str(tmp_path), '--cfg-options', *toy['opts'], 'train_cfg.max_iters=2',
+                          'default_hooks.checkpoint.interval=2'],
+                         cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert 'tuned weights identical on all 2 ranks' in out
+    assert 'Iter(train) [2/2]' in out
+    # one checkpoint, written once (by rank 0), complete
+    assert sorted(p for p in os.listdir(tmp_path) if p.endswith('.pth')) == ['iter_2.pth']
+    assert not glob.glob(str(tmp_path / '*.tmp*'))
+    assert 'backbone.prompts.tokens.0' in tuned(tmp_path / 'iter_2.pth')
+
+
+# ---------------------------------------------------------------------------- bad input
+def copy_data(toy, tmp_path):
+    dst = tmp_path / 'ADEChallengeData2016'
+    shutil.copytree(toy['data_root'], dst)
+    return dst
+
+
+def opts_for(toy, data_root):
+    return [o for o in toy['opts'] if 'data_root' not in o] + [
+        f'{k}_dataloader.dataset.data_root={data_root}' for k in ('train', 'val', 'test')]
+
+
+def first_image(data_root):
+    return sorted(glob.glob(str(data_root / 'images/training/*.jpg')))[0]
+
+
+def test_corrupt_image_names_the_file(toy, tmp_path):
+    data = copy_data(toy, tmp_path)
+    bad = first_image(data)
+    with open(bad, 'wb') as f:
+        f.write(b'this is not a jpeg')
+    res = train(CVPT, tmp_path / 'w', opts_for(toy, data) + ['train_dataloader.num_workers=0'],
+                iters=8)
+    assert res.returncode != 0
+    assert f'failed to load image: {bad}' in res.stderr
+
+
+def test_image_without_annotation_is_named(toy, tmp_path):
+    data = copy_data(toy, tmp_path)
+    img = first_image(data)
+    label = img.replace('images', 'annotations').replace('.jpg', '.png')
+    os.remove(label)
+    res = train(CVPT, tmp_path / 'w', opts_for(toy, data), iters=1)
+    assert res.returncode != 0
+    assert '1 of 8 images have no label file' in res.stderr and osp.basename(label) in res.stderr
+
+
+def test_label_outside_the_classes_is_named(toy, tmp_path):
+    data = copy_data(toy, tmp_path)
+    label = sorted(glob.glob(str(data / 'annotations/training/*.png')))[0]
+    seg = cv2.imread(label, cv2.IMREAD_UNCHANGED)
+    seg[5, 5] = 200  # 199 after reduce_zero_label, >= 150 classes
+    cv2.imwrite(label, seg)
+    res = train(CVPT, tmp_path / 'w', opts_for(toy, data) + ['train_dataloader.num_workers=0',
+                                                             'train_dataloader.batch_size=8'],
+                iters=1)
+    assert res.returncode != 0
+    assert label in res.stderr and '199' in res.stderr
+
+
+@pytest.mark.parametrize('key,value', [('model.backbone.img_size', '120'),
+                                       ('model.test_cfg.crop_size', '(100,100)'),
+                                       ('model.data_preprocessor.size', '(130,130)')])
+def test_sizes_that_do_not_fit_the_patch_are_refused(toy, tmp_path, key, value):
+    res = train(CVPT, tmp_path, toy['opts'] + [f'{key}={value}'], iters=1)
+    assert res.returncode != 0
+    assert f'{key} = ' in res.stderr and 'patch size 16' in res.stderr
+
+
+def test_nan_loss_stops_at_its_iteration_and_keeps_the_last_good_checkpoint(toy, tmp_path):
+    opts = toy['opts'] + ['default_hooks.checkpoint.interval=2']
+    res = train(CVPT, tmp_path, opts, iters=2)
+    assert res.returncode == 0, res.stderr[-2000:]
+    good = tuned(tmp_path / 'iter_2.pth')
+    res = train(CVPT, tmp_path, opts + ['model.decode_head.loss_decode.loss_weight=nan'],
+                '--resume', iters=4)
+    assert res.returncode != 0
+    assert 'non-finite loss at iteration 3' in res.stderr
+    assert 'iter_2.pth' in res.stderr
+    assert sorted(p for p in os.listdir(tmp_path) if p.endswith('.pth')) == ['iter_2.pth']
+    assert_same_state(good, tuned(tmp_path / 'iter_2.pth'))
+
+
+def test_grayscale_and_rgba_images_just_work(toy, tmp_path):
+    data = copy_data(toy, tmp_path)
+    images = sorted(glob.glob(str(data / 'images/training/*.jpg')))
+    gray = cv2.imread(images[0], cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(images[0], gray)  # a one-channel JPEG
+    bgr = cv2.imread(images[1])
+    rgba = np.concatenate([bgr, np.full(bgr.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    assert cv2.imencode('.png', rgba)[0]
+    with open(images[1], 'wb') as f:  # a 4-channel PNG under the .jpg name the layout wants
+        f.write(cv2.imencode('.png', rgba)[1].tobytes())
+    assert cv2.imread(images[0], cv2.IMREAD_UNCHANGED).ndim == 2
+    assert cv2.imread(images[1], cv2.IMREAD_UNCHANGED).shape[2] == 4
+    res = train(CVPT, tmp_path / 'w', opts_for(toy, data) + ['train_dataloader.batch_size=8'],
+                iters=2)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert 'Iter(train) [2/2]' in res.stdout
