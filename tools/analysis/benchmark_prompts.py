@@ -46,6 +46,8 @@ def parse_args(argv=None):
                    help='default: bf16 on CUDA, fp32 on CPU')
     p.add_argument('--prompt-dropout', type=float, default=0.1,
                    help='as the configs (0.1); with dropout CVPT folds per sample')
+    p.add_argument('--cross-proj-drop', type=float, default=0.1,
+                   help="CVPT's dropout on the cross-attention output, as the configs (0.1)")
     p.add_argument('--fold', default='auto', choices=['auto', 'always', 'never'],
                    help="CVPT's cross-attention form")
     p.add_argument('--with-cp', action='store_true', help='activation checkpointing')
@@ -79,7 +81,7 @@ def build(args, method, prompts):
     if method != 'trunk':
         backbone.update(num_prompts=prompts, prompt_dropout=args.prompt_dropout)
     if method == 'cvpt':
-        backbone.update(cross_attn_fold=args.fold)
+        backbone.update(cross_attn_fold=args.fold, cross_proj_drop=args.cross_proj_drop)
     if args.head == 'none':
         return MODELS.build(backbone)
     model = Config.fromfile(osp.join(REPO, 'configs/_base_/models/upernet_vitl_prompt.py')).model
@@ -231,6 +233,7 @@ def run_all(args):
               f'{res["gflops"]:8.1f} GFLOPs  ({time.time() - t0:.0f} s)', flush=True)
     meta = dict(model=args.model, img=args.img, batch=args.batch, device=args.device,
                 dtype=args.dtype, head=args.head, prompt_dropout=args.prompt_dropout,
+                cross_proj_drop=args.cross_proj_drop,
                 fold=args.fold, with_cp=args.with_cp, warmup=args.warmup, repeats=args.repeats,
                 threads=args.threads or _threads())
     with open(osp.join(args.out, 'results.json'), 'w') as f:
@@ -250,8 +253,8 @@ def table(meta, results):
     vpt = {r['prompts']: r for r in results if r['method'] == 'vpt'}
     lines = [f'\n{meta["model"]}, {meta["img"]}x{meta["img"]}, batch {meta["batch"]}, '
              f'{meta["device"]} {meta["dtype"]}, head {meta["head"]}, prompt dropout '
-             f'{meta["prompt_dropout"]}, medians of {meta["repeats"]} after {meta["warmup"]} '
-             f'warm-up\n',
+             f'{meta["prompt_dropout"]}, CVPT output dropout {meta["cross_proj_drop"]}, medians '
+             f'of {meta["repeats"]} after {meta["warmup"]} warm-up\n',
              '| method | prompts | train step (s) | inference (s) | peak memory (MiB) | '
              'GFLOPs (fwd) | train vs VPT-Deep, same M |',
              '|---|---|---|---|---|---|---|']
