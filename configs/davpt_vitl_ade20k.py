@@ -6,7 +6,7 @@
 # Recipe sources:
 # - prompts: VPT-Deep base with 10 prompts per block; the last block carries 20 guided prompts,
 #   one per cluster of classes (the paper finds about 20 best, loss in the last block best).
-#   Prompt dropout 0.1 as the other configs.
+#   Prompt dropout 0.1 as the other configs. DA-VPT+: configs/davpt_plus_vitl_*.py.
 # - metric loss: see metric_cfg; class-to-prompt mapping re-clustered once per epoch
 #   (20,210 training images / 16 = 1263 iterations), as the paper does.
 # - optimizer: AdamW lr 1e-4, weight decay 0.05 (none on prompts), poly after a 1500-iteration

@@ -44,14 +44,8 @@ def parse_args(argv=None):
 
 
 def build_cfg(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    from mmseg_prompt.utils.tool_config import load_tool_config
+    cfg = load_tool_config(args)
     if args.amp:
         from mmseg_prompt.engine import bf16_device
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
@@ -82,13 +76,9 @@ def build_cfg(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     import mmseg_prompt  # noqa: F401  (the config's custom_imports does the same)
-    from mmseg_prompt.datasets import check_dataset_layout
-    from mmseg_prompt.utils.config_checks import check_sizes_fit_patch
-    from mmseg_prompt.utils.cpu_distributed import prepare_cpu_distributed
+    from mmseg_prompt.utils.tool_config import check_and_prepare
     cfg = build_cfg(args)
-    check_sizes_fit_patch(cfg)
-    check_dataset_layout(cfg)
-    prepare_cpu_distributed(cfg, args.launcher)
+    check_and_prepare(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 
