@@ -44,11 +44,10 @@ class FrozenTrunkCheckHook(Hook):
     @staticmethod
     def _trunk(runner):
         backbone = getattr(_unwrap(runner.model), 'backbone', None)
-        trunk = getattr(backbone, 'trunk', None)
-        if trunk is None:
+        if not hasattr(backbone, 'tuned_trunk_names'):  # not a FrozenViT-family backbone
             return None
-        tuned = {n for n, p in trunk.named_parameters() if p.requires_grad}
-        return [(n, t) for n, t in trunk.state_dict().items() if n not in tuned]
+        tuned = backbone.tuned_trunk_names()
+        return [(n, t) for n, t in backbone.trunk.state_dict().items() if n not in tuned]
 
     def before_train(self, runner) -> None:
         trunk = self._trunk(runner)

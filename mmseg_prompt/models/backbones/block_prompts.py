@@ -69,9 +69,6 @@ class BlockPrompts(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.enabled = True  # False: every block runs as if it had no prompts
 
-    def num_tokens(self, index: int) -> int:
-        return self.counts[index]
-
     def get(self, index: int) -> Optional[torch.Tensor]:
         """The raw prompts (M_l, D) of block ``index``, or None if it has none."""
         key = str(index)

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 
+from .attention_projections import qkv_project
 from .block_prompts import BlockPrompts, prompt_counts, xavier_bound_3d
 from .frozen_vit import FrozenViT, _normalise_indices
 
@@ -67,12 +68,10 @@ class PromptCrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, prompts: torch.Tensor, attn: nn.Module) -> torch.Tensor:
         """x (B, N, D); prompts (M, D), shared by the batch, or (B, M, D); returns (B, N, D)."""
-        B, N, D = x.shape
+        D = x.shape[-1]
         heads, head_dim = attn.num_heads, attn.head_dim
-        width = heads * head_dim
-        w, b = attn.qkv.weight, attn.qkv.bias
         # Keys and values depend on the prompts only: once per forward when they are shared.
-        kv = F.linear(prompts.to(x.dtype), w[width:], None if b is None else b[width:])
+        kv = qkv_project(attn, prompts.to(x.dtype), 'kv')
         # (.., M, 2, H, d) -> (.., 2, H, M, d) -> k, v (.., H, M, d)
         k, v = kv.unflatten(-1, (2, heads, head_dim)).movedim(-4, -2).unbind(-4)
         if self.use_fold(attn, prompts.shape[-2], D):
@@ -86,9 +85,7 @@ class PromptCrossAttention(nn.Module):
         B, N, _ = x.shape
         heads, head_dim = attn.num_heads, attn.head_dim
         width = heads * head_dim
-        w, b = attn.qkv.weight, attn.qkv.bias
-        q = F.linear(x, w[:width], None if b is None else b[:width])
-        q = q.view(B, N, heads, head_dim).transpose(1, 2)                 # (B, H, N, d)
+        q = qkv_project(attn, x, 'q').view(B, N, heads, head_dim).transpose(1, 2)  # (B, H, N, d)
         q, k = attn.q_norm(q), attn.k_norm(k)
         if k.dim() == 3:
             k, v = k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)
@@ -195,12 +192,8 @@ class CVPTViT(FrozenViT):
                              f'{token_side!r}, {prompt_side!r}')
         g = self.guidance[index]
         attn = self.trunk.blocks[index].attn
-        width = attn.num_heads * attn.head_dim
-        w, b = attn.qkv.weight, attn.qkv.bias
-        queries = F.linear(g['queried'], w[:width], None if b is None else b[:width])
-        keys = F.linear(self.prompts.get(index), w[width:2 * width],
-                        None if b is None else b[width:2 * width])
-        return queries, keys, g['cls']
+        queries = qkv_project(attn, g['queried'], 'q')
+        return queries, qkv_project(attn, self.prompts.get(index), 'k'), g['cls']
 
 
 def _check_block(block: nn.Module, index: int, model_name: str):

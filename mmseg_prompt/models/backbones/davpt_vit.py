@@ -19,6 +19,7 @@ from mmengine.logging import print_log
 from mmseg.registry import MODELS
 from torch.func import functional_call
 
+from .attention_projections import qkv_project
 from .frozen_vit import _normalise_indices
 from .vpt_deep_vit import VPTDeepViT
 
@@ -50,6 +51,7 @@ class DAVPTViT(VPTDeepViT):
             raise ValueError(f'num_guided_prompts must be >= 1, got {num_guided_prompts}')
         self.num_guided_prompts = num_guided_prompts
         super().__init__(num_prompts=num_prompts, **kwargs)
+        self.guided_blocks = _normalise_indices(self._guided_spec, self.depth)
         if self.trunk.cls_token is None:
             raise ValueError(f'DA-VPT compares prompts with the class token, but '
                              f'{self.model_name} has none')
@@ -63,10 +65,6 @@ class DAVPTViT(VPTDeepViT):
         self.guidance: Dict[int, Dict[str, torch.Tensor]] = {}
         self.metric_guided = False  # MetricGuidedEncoderDecoder sets it
         self._plain_warned = False
-
-    @property
-    def guided_blocks(self):
-        return _normalise_indices(self._guided_spec, self.depth)
 
     def block_prompt_counts(self, num_prompts) -> list:
         counts = super().block_prompt_counts(num_prompts)
@@ -116,14 +114,8 @@ class DAVPTViT(VPTDeepViT):
         bias = self._qkv_bias(index, block)
         if not guided and bias is None:
             return super().forward_block(index, block, x)
-        B = x.shape[0]
-        prompts = self.prompts.for_batch(index, B)
+        x, m = self.insert_prompts(index, x)
         n = self.num_prefix_tokens
-        m = 0 if prompts is None else prompts.shape[-2]
-        if m:
-            if prompts.dim() == 2:
-                prompts = prompts.unsqueeze(0).expand(B, -1, -1)
-            x = torch.cat([x[:, :n], prompts.to(x.dtype), x[:, n:]], dim=1)
         x_in = x
         normed = block.norm1(x)
         attn = block.attn(normed) if bias is None else functional_call(block.attn, bias, (normed,))
@@ -132,13 +124,9 @@ class DAVPTViT(VPTDeepViT):
         if guided:
             self.guidance[index] = dict(attn_out=attn[:, n + m:], block_in=x_in[:, n + m:],
                                         prompts=self.prompts.get(index), cls=x[:, 0])
-        return torch.cat([x[:, :n], x[:, n + m:]], dim=1)
+        return self.remove_prompts(x, m)
 
     def prompt_queries(self, index: int) -> torch.Tensor:
         """The guided prompts of block ``index`` through its frozen query projection, P W_q + b_q
         (M, D): the paper's prompt side of the metric loss."""
-        attn = self.trunk.blocks[index].attn
-        width = attn.num_heads * attn.head_dim
-        bias = attn.qkv.bias
-        return nn.functional.linear(self.prompts.get(index), attn.qkv.weight[:width],
-                                    None if bias is None else bias[:width])
+        return qkv_project(self.trunk.blocks[index].attn, self.prompts.get(index), 'q')

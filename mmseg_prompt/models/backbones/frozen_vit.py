@@ -125,7 +125,8 @@ class FrozenViT(BaseModule):
         trunk_prefix = prefix + 'trunk.'
         own_trunk = self.trunk.state_dict()
         in_ckpt = {k[len(trunk_prefix):] for k in state_dict if k.startswith(trunk_prefix)}
-        frozen = {k for k in own_trunk if k not in self._tuned_trunk_names()}
+        tuned = self.tuned_trunk_names()
+        frozen = {k for k in own_trunk if k not in tuned}
         if not frozen & in_ckpt:  # a tuned-only checkpoint: put the pretrained trunk back
             if self.trunk_source is None and self.init_cfg is not None:
                 self.init_weights()
@@ -149,7 +150,8 @@ class FrozenViT(BaseModule):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
-    def _tuned_trunk_names(self):
+    def tuned_trunk_names(self) -> set:
+        """Names of trunk parameters that train (none unless a method unfreezes some)."""
         return {n for n, p in self.trunk.named_parameters() if p.requires_grad}
 
     def train(self, mode: bool = True):
@@ -218,7 +220,7 @@ def _drop_frozen_trunk(module: FrozenViT, state_dict, prefix, local_metadata):
     """State-dict hook: leave the frozen trunk out of checkpoints (it comes from `pretrained`)."""
     if module.save_frozen_trunk:
         return state_dict
-    tuned = module._tuned_trunk_names()
+    tuned = module.tuned_trunk_names()
     trunk_prefix = prefix + 'trunk.'
     for key in [k for k in state_dict if k.startswith(trunk_prefix)]:
         if key[len(trunk_prefix):] not in tuned:

@@ -4,7 +4,7 @@ Before block l the sequence is [prefix tokens, P_l, patches]; after the block th
 prompt positions are dropped, and block l+1 gets its own P_{l+1}. Prompts never reach the outputs.
 Self-attention then runs on N + M_l tokens: O((N + M)^2) per block.
 """
-from typing import Sequence, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -43,13 +43,21 @@ class VPTDeepViT(FrozenViT):
         """M_l for every block (subclasses may change some blocks' counts)."""
         return prompt_counts(num_prompts, self.depth)
 
-    def forward_block(self, index: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        B = x.shape[0]
-        prompts = self.prompts.for_batch(index, B)
+    def insert_prompts(self, index: int, x: torch.Tensor) -> Tuple[torch.Tensor, int]:
+        """[prefix, patches] (B, n + N, D) -> [prefix, P_index, patches], and M_index (0: as is)."""
+        prompts = self.prompts.for_batch(index, x.shape[0])
         if prompts is None:
-            return block(x)
+            return x, 0
         if prompts.dim() == 2:
-            prompts = prompts.unsqueeze(0).expand(B, -1, -1)
-        n, m = self.num_prefix_tokens, prompts.shape[1]
-        x = block(torch.cat([x[:, :n], prompts.to(x.dtype), x[:, n:]], dim=1))
-        return torch.cat([x[:, :n], x[:, n + m:]], dim=1)
+            prompts = prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
+        n = self.num_prefix_tokens
+        return torch.cat([x[:, :n], prompts.to(x.dtype), x[:, n:]], dim=1), prompts.shape[1]
+
+    def remove_prompts(self, x: torch.Tensor, m: int) -> torch.Tensor:
+        """Drop the m prompt positions after the prefix tokens."""
+        n = self.num_prefix_tokens
+        return x if m == 0 else torch.cat([x[:, :n], x[:, n + m:]], dim=1)
+
+    def forward_block(self, index: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        x, m = self.insert_prompts(index, x)
+        return self.remove_prompts(block(x), m)

@@ -128,8 +128,8 @@ class MetricGuidedEncoderDecoder(EncoderDecoder):
         """Cosine k-means of the LayerNorm-ed class means into the M prompts (methods.md).
 
         Class sums and counts are all-reduced first under distributed training; the first run
-        starts from ``farthest_first_init`` (drawn with ``seed``), later runs warm-start from the previous centroids;
-        classes never seen are still mapped. The result is broadcast from rank 0, so every rank
+        starts from ``farthest_first_init`` (drawn with ``seed``), later runs warm-start from the
+        previous centroids; classes never seen are still mapped. The result is broadcast from rank 0, so every rank
         holds the same mapping. Resets the statistics. Returns False if no class was seen.
         """
         sums, counts = self.class_sums.clone(), self.class_counts.clone()
