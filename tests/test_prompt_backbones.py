@@ -65,26 +65,29 @@ def test_zero_prompts_equal_timm_forward_intermediates(tiny_trunk_file, method, 
 
 
 @pytest.mark.parametrize('fold', ['never', 'always'])
-def test_cross_attention_equals_einsum_formula(tiny_trunk_file, fold):
+@pytest.mark.parametrize('num_prompts', [7, 20])  # folded rows (prompt, head) / (head, prompt)
+def test_cross_attention_equals_einsum_formula(tiny_trunk_file, fold, num_prompts):
     path, ref = tiny_trunk_file
     attn = ref.blocks[1].attn
     torch.manual_seed(1)
     x = torch.randn(2, 17, 64)
     cross = PromptCrossAttention(fold=fold).eval()
-    for P in (torch.randn(7, 64), torch.randn(2, 7, 64)):  # shared and per-sample prompts
+    for P in (torch.randn(num_prompts, 64), torch.randn(2, num_prompts, 64)):  # shared, per sample
         with torch.no_grad():
             got = cross(x, P, attn)
         torch.testing.assert_close(got, cross_attention_by_hand(x, P, attn), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize('shared', [True, False])
-def test_folded_and_plain_forms_agree_in_forward_and_prompt_gradients(tiny_trunk_file, shared):
+@pytest.mark.parametrize('num_prompts', [5, 20])  # folded rows (prompt, head) / (head, prompt)
+def test_folded_and_plain_forms_agree_in_forward_and_prompt_gradients(tiny_trunk_file, shared,
+                                                                       num_prompts):
     _, ref = tiny_trunk_file
     attn = ref.blocks[2].attn.double()
     torch.manual_seed(2)
     x = torch.randn(3, 21, 64, dtype=torch.float64)
-    P = torch.randn(5, 64, dtype=torch.float64) if shared else \
-        torch.randn(3, 5, 64, dtype=torch.float64)
+    P = torch.randn(num_prompts, 64, dtype=torch.float64) if shared else \
+        torch.randn(3, num_prompts, 64, dtype=torch.float64)
     results = {}
     for fold in ('never', 'always'):
         p = P.clone().requires_grad_()

@@ -2,17 +2,22 @@
 
     python tools/analysis/benchmark_prompts.py [--model vit_base_patch16_224] [--img 224]
         [--batch 8] [--methods trunk vpt cvpt] [--prompts 1 10 50 100 200] [--head none|upernet]
-        [--device cpu|cuda] [--dtype fp32|bf16] [--warmup 2] [--repeats 5] [--out DIR]
+        [--device cpu|cuda] [--dtype fp32|bf16] [--warmup 2] [--repeats 5] [--rounds 1] [--out DIR]
 
 Every case (the frozen trunk alone, then VPT-Deep and CVPT at each prompt count) runs in a fresh
 process, so its peak memory is its own: the CUDA allocator's peak on GPU, the process's peak RSS
-on CPU. Times are medians over ``--repeats`` after ``--warmup`` untimed runs; a training step is
+on CPU. Times are medians over ``--repeats`` after ``--warmup`` untimed runs; with ``--rounds R``
+the whole sweep runs R times, cases interleaved, and each case reports the median of its R rounds
+(so a slow minute of a shared machine does not land on one case only). A training step is
 forward, backward and an AdamW step on the tuned parameters (prompts, and the head with
 ``--head upernet``); the loss is the mean square of the outputs, or UperNet's cross-entropy on
-random labels. FLOPs (one inference forward of the batch, multiply-adds counted once, as fvcore
-and mmengine count them) come from mmengine's FlopAnalyzer, given a handle for
-``scaled_dot_product_attention``, which it does not count by itself. Prints a markdown table,
-writes ``results.json`` and a plot of cost against prompt count to ``--out``.
+random labels. FLOPs are multiply-adds counted once (fvcore's and mmengine's convention): the
+inference forward from mmengine's FlopAnalyzer, given a handle for ``scaled_dot_product_attention``,
+which it does not count by itself; the training step (forward and backward, as it runs, dropout
+included) from torch's ``FlopCounterMode``, given formulas for the CPU flash-attention kernels,
+which it does not count by itself. Prints a markdown table, the ratios the cost targets name and
+a linear fit of CVPT's cost in the prompt count; writes ``results.json`` and a plot of cost
+against prompt count to ``--out``.
 Weights are random: costs do not depend on them, and nothing is downloaded.
 """
 import argparse
@@ -53,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument('--with-cp', action='store_true', help='activation checkpointing')
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--rounds', type=int, default=1,
+                   help='run the sweep this many times, cases interleaved; report medians')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     p.add_argument('--out', default=osp.join(REPO, 'work_dirs', 'benchmark_prompts'))
     p.add_argument('--case', help=argparse.SUPPRESS)  # internal: run one case, print JSON
@@ -170,6 +177,7 @@ def run_case(args, method, prompts):
         timed(step, args.warmup)
         result['train_s'] = statistics.median(timed(step, args.repeats))
         del opt
+        result['train_gflops'] = _train_flops(forward_loss, tuned) / 1e9
     model.eval()
 
     def infer():
@@ -191,6 +199,28 @@ def run_case(args, method, prompts):
     result['gflops'] = analyzer.total() / 1e9
     result['unsupported_ops'] = dict(analyzer.unsupported_ops())
     return result
+
+
+def _train_flops(forward_loss, tuned):
+    """Multiply-adds of one forward + backward, counted by torch's FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import (FlopCounterMode, sdpa_backward_flop_count,
+                                          sdpa_flop_count)
+    aten = torch.ops.aten
+
+    def fwd(q, k, v, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(q, k, v)
+
+    def bwd(grad_out, q, k, v, *args, out_shape=None, **kwargs):
+        return sdpa_backward_flop_count(grad_out, q, k, v)
+    cpu_sdpa = {aten._scaled_dot_product_flash_attention_for_cpu: fwd,
+                aten._scaled_dot_product_flash_attention_for_cpu_backward: bwd}
+    counter = FlopCounterMode(display=False, custom_mapping=cpu_sdpa)
+    with counter:
+        forward_loss().backward()
+    for p in tuned:
+        p.grad = None
+    return counter.get_total_flops() / 2  # torch counts a multiply-add as 2
 
 
 def _sdpa_flops(inputs, outputs):
@@ -218,30 +248,86 @@ def cases(args):
 
 def run_all(args):
     os.makedirs(args.out, exist_ok=True)
-    results = []
-    for method, m in cases(args):
-        cmd = [sys.executable, osp.abspath(__file__), '--case', f'{method}:{m}'] + \
-            [a for a in sys.argv[1:]]
-        t0 = time.time()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f'case {method} {m} failed:\n{proc.stderr[-3000:]}')
-        res = json.loads(proc.stdout.strip().splitlines()[-1])
-        results.append(res)
-        print(f'  {method:5s} M={m:<4d} train {res.get("train_s", float("nan")):7.3f} s  '
-              f'infer {res["infer_s"]:7.3f} s  peak {res["peak_mib"]:8.0f} MiB  '
-              f'{res["gflops"]:8.1f} GFLOPs  ({time.time() - t0:.0f} s)', flush=True)
+    per_case = {c: [] for c in cases(args)}
+    for r in range(args.rounds):
+        if args.rounds > 1:
+            print(f'round {r + 1}/{args.rounds}', flush=True)
+        for method, m in per_case:
+            cmd = [sys.executable, osp.abspath(__file__), '--case', f'{method}:{m}'] + \
+                [a for a in sys.argv[1:]]
+            t0 = time.time()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.exit(f'case {method} {m} failed:\n{proc.stderr[-3000:]}')
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            per_case[(method, m)].append(res)
+            print(f'  {method:5s} M={m:<4d} train {res.get("train_s", float("nan")):7.3f} s  '
+                  f'infer {res["infer_s"]:7.3f} s  peak {res["peak_mib"]:8.0f} MiB  '
+                  f'{res["gflops"]:8.1f} GFLOPs  ({time.time() - t0:.0f} s)', flush=True)
+    results = [merge_rounds(rounds) for rounds in per_case.values()]
     meta = dict(model=args.model, img=args.img, batch=args.batch, device=args.device,
                 dtype=args.dtype, head=args.head, prompt_dropout=args.prompt_dropout,
                 cross_proj_drop=args.cross_proj_drop,
                 fold=args.fold, with_cp=args.with_cp, warmup=args.warmup, repeats=args.repeats,
-                threads=args.threads or _threads())
+                rounds=args.rounds, threads=args.threads or _threads())
     with open(osp.join(args.out, 'results.json'), 'w') as f:
         json.dump(dict(meta=meta, results=results), f, indent=1)
     print(table(meta, results))
+    print(summary(results))
     plot(meta, results, osp.join(args.out, 'cost_vs_prompts.png'))
     print(f'\nwrote {osp.join(args.out, "results.json")} and cost_vs_prompts.png')
     return results
+
+
+def merge_rounds(rounds):
+    """One case over its rounds: median times, the highest peak, the (equal) FLOPs."""
+    merged = dict(rounds[0])
+    for key in ('train_s', 'infer_s'):
+        if key in merged:
+            merged[key] = statistics.median(r[key] for r in rounds)
+            merged[key + '_rounds'] = [r[key] for r in rounds]
+    merged['peak_mib'] = max(r['peak_mib'] for r in rounds)
+    return merged
+
+
+def summary(results):
+    """The ratios the cost targets are stated in, and a linear fit of CVPT's cost in M."""
+    vpt = {r['prompts']: r for r in results if r['method'] == 'vpt' and 'train_s' in r}
+    cvpt = [r for r in results if r['method'] == 'cvpt' and 'train_s' in r]
+    lines = []
+    for r in cvpt:
+        m = r['prompts']
+        parts = [f'CVPT-{m}:']
+        if 1 in vpt and m != 1:
+            parts.append(f'train {r["train_s"] / vpt[1]["train_s"]:.3f}x VPT-Deep-1 '
+                         f'(train FLOPs {r["train_gflops"] / vpt[1]["train_gflops"]:.3f}x)')
+        if m in vpt:
+            parts.append(f'train {r["train_s"] / vpt[m]["train_s"]:.3f}x VPT-Deep-{m} '
+                         f'(train FLOPs {r["train_gflops"] / vpt[m]["train_gflops"]:.3f}x), '
+                         f'peak memory {r["peak_mib"] / vpt[m]["peak_mib"]:.2f}x')
+        if len(parts) > 1:
+            lines.append(' '.join(parts[:2]) + ''.join('; ' + q for q in parts[2:]))
+    if len(cvpt) >= 3:
+        for key, label in (('train_s', 'train step'), ('train_gflops', 'train FLOPs')):
+            ms = [r['prompts'] for r in cvpt]
+            ys = [r[key] for r in cvpt]
+            slope, icpt, r2, worst = linear_fit(ms, ys)
+            lines.append(f'CVPT {label} vs prompts: {icpt:.4g} + {slope:.4g} * M, R^2 {r2:.4f}, '
+                         f'largest deviation from the line {100 * worst:.1f}%')
+    return '\n' + '\n'.join(lines) if lines else ''
+
+
+def linear_fit(xs, ys):
+    """Least squares y = a + b x: (b, a, R^2, largest |residual| / y)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    icpt = my - slope * mx
+    res = [y - (icpt + slope * x) for x, y in zip(xs, ys)]
+    sst = sum((y - my) ** 2 for y in ys)
+    r2 = 1 - sum(e * e for e in res) / sst if sst > 0 else 1.0
+    return slope, icpt, r2, max(abs(e) / y for e, y in zip(res, ys))
 
 
 def _threads():
@@ -254,18 +340,22 @@ def table(meta, results):
     lines = [f'\n{meta["model"]}, {meta["img"]}x{meta["img"]}, batch {meta["batch"]}, '
              f'{meta["device"]} {meta["dtype"]}, head {meta["head"]}, prompt dropout '
              f'{meta["prompt_dropout"]}, CVPT output dropout {meta["cross_proj_drop"]}, medians '
-             f'of {meta["repeats"]} after {meta["warmup"]} warm-up\n',
+             f'of {meta["repeats"]} after {meta["warmup"]} warm-up'
+             + (f', median of {meta["rounds"]} interleaved rounds' if meta.get('rounds', 1) > 1
+                else '') + '\n',
              '| method | prompts | train step (s) | inference (s) | peak memory (MiB) | '
-             'GFLOPs (fwd) | train vs VPT-Deep, same M |',
-             '|---|---|---|---|---|---|---|']
+             'GFLOPs (fwd) | GFLOPs (train step) | train vs VPT-Deep, same M |',
+             '|---|---|---|---|---|---|---|---|']
     names = dict(trunk='frozen trunk', vpt='VPT-Deep', cvpt='CVPT')
     for r in results:
         train = f'{r["train_s"]:.3f}' if 'train_s' in r else 'n/a (inference only)'
         ratio = ''
         if r['method'] == 'cvpt' and r['prompts'] in vpt:
             ratio = f'{r["train_s"] / vpt[r["prompts"]]["train_s"]:.2f}x'
+        train_flops = f'{r["train_gflops"]:.1f}' if 'train_gflops' in r else 'n/a'
         lines.append(f'| {names[r["method"]]} | {r["prompts"] or "-"} | {train} | '
-                     f'{r["infer_s"]:.3f} | {r["peak_mib"]:.0f} | {r["gflops"]:.1f} | {ratio} |')
+                     f'{r["infer_s"]:.3f} | {r["peak_mib"]:.0f} | {r["gflops"]:.1f} | '
+                     f'{train_flops} | {ratio} |')
     return '\n'.join(lines)
 
 

@@ -9,6 +9,8 @@ from typing import List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from ..utils.random_bits_dropout import RandomBitsDropout
+
 
 def prompt_counts(num_prompts: Union[int, Sequence[int]], depth: int) -> List[int]:
     """Expand ``num_prompts`` (an int for every block, or one count per block) to ``depth`` counts."""
@@ -50,7 +52,8 @@ class BlockPrompts(nn.Module):
         counts: M_l for each block (0 = none).
         dim: token width D.
         bounds: per-block uniform init bound (tokens ~ U(-bound, bound)).
-        dropout: prompt dropout, applied per sample after expanding to the batch (training only).
+        dropout: prompt dropout, applied per sample after expanding to the batch (training only;
+            :class:`RandomBitsDropout`, ``nn.Dropout`` with a cheaper CPU mask).
 
     Parameters are ``tokens.<block index>`` of shape (M_l, D), only for blocks with M_l > 0.
     """
@@ -66,7 +69,7 @@ class BlockPrompts(nn.Module):
         for i, (m, bound) in enumerate(zip(self.counts, bounds)):
             if m > 0:
                 self.tokens[str(i)] = nn.Parameter(torch.empty(m, dim).uniform_(-bound, bound))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = RandomBitsDropout(dropout)
         self.enabled = True  # False: every block runs as if it had no prompts
 
     def get(self, index: int) -> Optional[torch.Tensor]:

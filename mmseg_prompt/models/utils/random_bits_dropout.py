@@ -1,0 +1,57 @@
+"""Dropout whose CPU mask is drawn from 16 random bits per element.
+
+On CPU, ``nn.Dropout`` spends most of its time in ``bernoulli_``, one generator call per element:
+about 12 ms for a (2, 1025, 768) tensor on this project's 2-core machine, against 2.5 ms for the
+(2050 x 768) @ (768 x 120) matmul of CVPT's folded cross-attention. Here one 64-bit draw from torch's
+generator gives four 16-bit integers r, uniform on [0, 65536), and an element is kept when
+r >= t, t = round(p * 65536):
+
+    keep ~ Bernoulli(1 - t / 65536),  out = x * keep / (1 - t / 65536)
+
+so E[out] = x exactly, and the drop rate is p quantised to a multiple of 1/65536 (within 7.6e-6
+of p). About 4x faster than ``nn.Dropout`` on CPU. The masks come from torch's default generator,
+so ``torch.manual_seed``, saved RNG states and activation checkpointing's RNG replay all apply.
+On other devices it is ``F.dropout``, whose kernels are already fast there.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+_LEVELS = 1 << 16
+
+
+def random_bits_keep_mask(shape, p: float, device=None) -> torch.Tensor:
+    """Bool mask of ``shape``, each element True with probability 1 - round(p * 65536) / 65536."""
+    numel = 1
+    for s in shape:
+        numel *= s
+    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-2**63, None)  # every bit uniform: the int64 range in full
+    bits = words.view(torch.int16)[:numel].view(shape)  # uniform on [-32768, 32768)
+    return bits >= round(p * _LEVELS) - _LEVELS // 2
+
+
+class RandomBitsDropout(nn.Module):
+    """Drop-in ``nn.Dropout`` (elementwise, scaled in training, identity in eval) with a cheaper
+    CPU mask; see the module docstring for the exact keep probability."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f'dropout probability must be in [0, 1), got {p}')
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != 'cpu':
+            return F.dropout(x, self.p, training=True)
+        dropped = round(self.p * _LEVELS)
+        if dropped == 0:
+            return x
+        keep = random_bits_keep_mask(x.shape, self.p)
+        # autograd keeps only the bool mask; the gradient is masked and scaled the same way
+        return torch.where(keep, x * (_LEVELS / (_LEVELS - dropped)), 0.0)
+
+    def extra_repr(self) -> str:
+        return f'p={self.p}'
