@@ -32,6 +32,18 @@ def test_benchmark_writes_table_json_and_plot(tmp_path):
     for key in (('vpt', 1), ('vpt', 4), ('cvpt', 1), ('cvpt', 4)):
         assert rows[key]['train_gflops'] > rows[key]['gflops']  # forward and backward
     assert (tmp_path / 'cost_vs_prompts.png').stat().st_size > 10_000
+    # 12 heads x 4 prompts < 768: the folded cross-attention ran
+    assert rows[('cvpt', 4)]['cross_form'] == 'folded'
+    # a saved run re-prints the same table
+    (tmp_path / 'cost_vs_prompts.png').unlink()
+    again = subprocess.run(
+        [sys.executable, f'{REPO}/tools/analysis/benchmark_prompts.py', '--report',
+         str(tmp_path / 'results.json')], capture_output=True, text=True, cwd=REPO)
+    assert again.returncode == 0, again.stderr[-3000:]
+    table = [ln for ln in res.stdout.splitlines() if ln.startswith('|')]
+    assert len(table) == 7 and table == [ln for ln in again.stdout.splitlines()
+                                         if ln.startswith('|')]
+    assert (tmp_path / 'cost_vs_prompts.png').exists()
 
 
 def test_training_flops_count_cpu_attention_forward_and_backward():

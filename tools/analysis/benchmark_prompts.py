@@ -62,6 +62,8 @@ def parse_args(argv=None):
                    help='run the sweep this many times, cases interleaved; report medians')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     p.add_argument('--out', default=osp.join(REPO, 'work_dirs', 'benchmark_prompts'))
+    p.add_argument('--report', metavar='RESULTS_JSON',
+                   help='print the table and ratios of a saved results.json and redraw its plot')
     p.add_argument('--case', help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = p.parse_args(argv)
     args.dtype = args.dtype or ('bf16' if args.device == 'cuda' else 'fp32')
@@ -160,6 +162,11 @@ def run_case(args, method, prompts):
         return times
 
     result = dict(method=method, prompts=prompts if method != 'trunk' else 0)
+    if method == 'cvpt':
+        backbone = model if args.head == 'none' else model.backbone
+        attn = backbone.trunk.blocks[0].attn
+        folded = backbone.cross_attn.use_fold(attn, prompts, backbone.embed_dim)
+        result['cross_form'] = 'folded' if folded else 'plain'
     tuned = [p for p in model.parameters() if p.requires_grad]
     result['tuned_params'] = sum(p.numel() for p in tuned)
     if device.type == 'cuda':
@@ -307,13 +314,16 @@ def summary(results):
                          f'peak memory {r["peak_mib"] / vpt[m]["peak_mib"]:.2f}x')
         if len(parts) > 1:
             lines.append(' '.join(parts[:2]) + ''.join('; ' + q for q in parts[2:]))
-    if len(cvpt) >= 3:
-        for key, label in (('train_s', 'train step'), ('train_gflops', 'train FLOPs')):
-            ms = [r['prompts'] for r in cvpt]
-            ys = [r[key] for r in cvpt]
+    # linear in M within each form of the cross-attention (the form switches at H M = D)
+    for form in ('folded', 'plain'):
+        rows = [r for r in cvpt if r.get('cross_form') == form]
+        if len(rows) < 3:
+            continue
+        for key, label in (('train_s', 'train step (s)'), ('train_gflops', 'train GFLOPs')):
+            ms, ys = [r['prompts'] for r in rows], [r[key] for r in rows]
             slope, icpt, r2, worst = linear_fit(ms, ys)
-            lines.append(f'CVPT {label} vs prompts: {icpt:.4g} + {slope:.4g} * M, R^2 {r2:.4f}, '
-                         f'largest deviation from the line {100 * worst:.1f}%')
+            lines.append(f'CVPT {form} form, {label} at M = {ms}: {icpt:.4g} + {slope:.4g} * M, '
+                         f'R^2 {r2:.4f}, largest deviation from the line {100 * worst:.1f}%')
     return '\n' + '\n'.join(lines) if lines else ''
 
 
@@ -390,6 +400,14 @@ def main(argv=None):
     if args.case:
         method, m = args.case.split(':')
         print(json.dumps(run_case(args, method, int(m))))
+        return
+    if args.report:
+        with open(args.report) as f:
+            saved = json.load(f)
+        print(table(saved['meta'], saved['results']))
+        print(summary(saved['results']))
+        plot(saved['meta'], saved['results'],
+             osp.join(osp.dirname(args.report), 'cost_vs_prompts.png'))
         return
     run_all(args)
 
