@@ -20,12 +20,12 @@ import torch.nn.functional as F
 _LEVELS = 1 << 16
 
 
-def random_bits_keep_mask(shape, p: float, device=None) -> torch.Tensor:
-    """Bool mask of ``shape``, each element True with probability 1 - round(p * 65536) / 65536."""
+def random_bits_keep_mask(shape, p: float) -> torch.Tensor:
+    """CPU bool mask of ``shape``, each element True with probability 1 - round(p * 65536) / 65536."""
     numel = 1
     for s in shape:
         numel *= s
-    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device)
+    words = torch.empty((numel + 3) // 4, dtype=torch.int64)
     words.random_(-2**63, None)  # every bit uniform: the int64 range in full
     bits = words.view(torch.int16)[:numel].view(shape)  # uniform on [-32768, 32768)
     return bits >= round(p * _LEVELS) - _LEVELS // 2
