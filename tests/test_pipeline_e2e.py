@@ -10,7 +10,6 @@ import cv2
 import mmseg
 import numpy as np
 import pytest
-import timm
 import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -35,13 +34,11 @@ def trained(tmp_path_factory):
     from mmengine.config import Config
 
     from mmseg_prompt.datasets import make_synthetic_ade20k
+    from mmseg_prompt.models.backbones import save_random_trunk
     root = tmp_path_factory.mktemp('e2e')
     data_root = make_synthetic_ade20k(root / 'ade', num_train=8, num_val=4, seed=1)
     bb = Config.fromfile(CONFIG).model.backbone
-    torch.manual_seed(0)
-    trunk = timm.create_model(bb.model_name, num_classes=0, img_size=bb.img_size,
-                              **bb.model_kwargs)
-    torch.save(trunk.state_dict(), root / 'trunk.pth')
+    save_random_trunk(bb, root / 'trunk.pth', seed=0)
     opts = ['--cfg-options', f'model.backbone.pretrained={root / "trunk.pth"}'] + [
         f'{k}_dataloader.dataset.data_root={data_root}' for k in ('train', 'val', 'test')]
     train_opts = opts + ['train_cfg.max_iters=4', 'train_cfg.val_interval=4',

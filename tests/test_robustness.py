@@ -11,7 +11,6 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import timm
 import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -30,13 +29,11 @@ def toy(tmp_path_factory):
     from mmengine.config import Config
 
     from mmseg_prompt.datasets import make_synthetic_ade20k
+    from mmseg_prompt.models.backbones import save_random_trunk
     root = tmp_path_factory.mktemp('robust')
     data_root = make_synthetic_ade20k(root / 'ade', num_train=8, num_val=2, seed=3)
     bb = Config.fromfile(CVPT).model.backbone
-    torch.manual_seed(0)
-    trunk = timm.create_model(bb.model_name, num_classes=0, img_size=bb.img_size,
-                              **bb.model_kwargs)
-    torch.save(trunk.state_dict(), root / 'trunk.pth')
+    save_random_trunk(bb, root / 'trunk.pth', seed=0)
     opts = [f'model.backbone.pretrained={root / "trunk.pth"}',
             'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
             'train_cfg.val_interval=1000'] + [

@@ -98,12 +98,11 @@ def main(argv=None):
     args = parse_args(argv)
     CONFIG_PATH = args.config
     t0 = time.time()
-    import timm
-    import torch
     from mmengine.config import Config
 
     import mmseg_prompt  # noqa: F401
     from mmseg_prompt.datasets import make_synthetic_ade20k
+    from mmseg_prompt.models.backbones import save_random_trunk
 
     work = osp.abspath(args.work_dir)
     os.makedirs(work, exist_ok=True)
@@ -115,10 +114,7 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     bb = cfg.model.backbone
     trunk_file = osp.join(work, 'tiny_vit_trunk.pth')
-    torch.manual_seed(0)
-    trunk = timm.create_model(bb.model_name, num_classes=0, img_size=bb.img_size,
-                              **bb.model_kwargs)
-    torch.save(trunk.state_dict(), trunk_file)
+    trunk = save_random_trunk(bb, trunk_file, seed=0)
     print(f'[2/4] a tiny {bb.model_name} trunk ({sum(p.numel() for p in trunk.parameters()):,} '
           f'params, {bb.model_kwargs}) saved as the local pretrained file {trunk_file}')
 
