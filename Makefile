@@ -1,12 +1,14 @@
 # The README's two commands: `make demo` and `make test`. Both set up .venv first (a no-op when it
-# is ready; see tools/setup_env.py). PYTHON picks the interpreter the set-up starts from.
+# is ready; see tools/setup_env.py). PYTHON picks the interpreter the set-up starts from;
+# SETUP_ARGS passes options to it, e.g. SETUP_ARGS="--wheelhouse DIR --system-torch" offline.
 PYTHON ?= python3
+SETUP_ARGS ?=
 VENV_PY := .venv/bin/python
 
 .PHONY: setup demo test
 
 setup:
-	$(PYTHON) tools/setup_env.py
+	$(PYTHON) tools/setup_env.py $(SETUP_ARGS)
 
 demo: setup
 	$(VENV_PY) tools/demo.py

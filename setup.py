@@ -11,6 +11,12 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 
 
+def read_requirements(name):
+    """Requirement lines of requirements/<name>.txt (comments and blank lines dropped)."""
+    lines = (HERE / 'requirements' / f'{name}.txt').read_text().splitlines()
+    return [ln.split('#')[0].strip() for ln in lines if ln.split('#')[0].strip()]
+
+
 def get_version():
     text = (HERE / 'mmseg_prompt' / 'version.py').read_text()
     return re.search(r"__version__ = '([^']+)'", text).group(1)
@@ -24,17 +30,7 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mmseg_prompt', 'mmseg_prompt.*']),
     python_requires='>=3.10,<3.13',
-    install_requires=[
-        'torch',
-        'torchvision',
-        'timm',
-        'mmengine',
-        'mmcv>=2.0.0rc4,<2.2.0',
-        'mmsegmentation==1.2.2',
-        # imported by mmsegmentation 1.2.2 without being declared by it
-        'ftfy',
-        'regex',
-    ],
-    extras_require={'tests': ['pytest']},
+    install_requires=read_requirements('runtime'),
+    extras_require={'tests': read_requirements('tests')},
     license='Apache-2.0',
 )

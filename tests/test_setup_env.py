@@ -1,5 +1,9 @@
 """The set-up script's checks, on inputs made here (they must stop with a clear message)."""
+import hashlib
 import importlib.util
+import json
+import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -112,3 +116,146 @@ def test_script_refuses_an_unsupported_python_before_touching_anything(tmp_path)
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert out.returncode == 1
     assert 'Python 3.9 is not supported' in out.stderr
+
+
+# ----------------------------------------------------------------------------- offline set-up
+def test_platform_tag_implies_every_older_manylinux():
+    tags = setup_env.platform_tags('manylinux_2_28_x86_64')
+    assert tags[0] == 'manylinux_2_28_x86_64'
+    for t in ('manylinux_2_27_x86_64', 'manylinux_2_18_x86_64', 'manylinux_2_17_x86_64',
+              'manylinux2014_x86_64', 'manylinux2010_x86_64', 'manylinux1_x86_64'):
+        assert t in tags
+    assert 'manylinux_2_29_x86_64' not in tags
+    assert not any('aarch64' in t for t in tags)
+    assert setup_env.platform_tags('win_amd64') == ['win_amd64']
+
+
+def _report(graph, versions=None):
+    """A pip --report with packages ``graph`` {name: [requirement strings]}."""
+    return dict(install=[dict(metadata=dict(name=n, version=(versions or {}).get(n, '1.0'),
+                                            requires_dist=reqs)) for n, reqs in graph.items()])
+
+
+def test_wheelhouse_closure_leaves_out_torch_and_what_only_torch_needs():
+    report = _report({
+        'timm': ['torch', 'torchvision', 'PyYAML', 'safetensors>=0.4'],
+        'torch': ['nvidia-nccl-cu13==2.29.7; platform_system == "Linux"', 'sympy>=1.13',
+                  'typing-extensions>=4'],
+        'torchvision': ['torch==2.12.1', 'numpy', 'pillow'],
+        'PyYAML': [], 'safetensors': [], 'nvidia-nccl-cu13': [], 'sympy': ['mpmath'],
+        'mpmath': [], 'numpy': [], 'pillow': [],
+        'mmengine': ['numpy', 'typing_extensions; python_version < "3.13"'],
+        'typing-extensions': []}, versions={'timm': '1.0.31'})
+    without = setup_env.wheelhouse_closure(report, ['timm', 'mmengine'], skip=('torch',
+                                                                              'torchvision'))
+    assert without == ['mmengine==1.0', 'numpy==1.0', 'pyyaml==1.0', 'safetensors==1.0',
+                       'timm==1.0.31', 'typing-extensions==1.0']
+    full = setup_env.wheelhouse_closure(report, ['timm', 'mmengine'])
+    assert {'torch==1.0', 'torchvision==1.0', 'nvidia-nccl-cu13==1.0', 'sympy==1.0',
+            'mpmath==1.0', 'pillow==1.0'} <= set(full)
+
+
+def test_constraints_without_drops_only_the_named_pins(tmp_path):
+    out = setup_env.constraints_without(('torch', 'torchvision'), tmp_path / 'c.txt')
+    pins = [ln for ln in out.read_text().splitlines() if ln and not ln.startswith('#')]
+    names = {setup_env.requirement_name(p) for p in pins}
+    assert 'torch' not in names and 'torchvision' not in names
+    assert {'mmcv', 'mmengine', 'mmsegmentation', 'timm', 'numpy'} <= names
+
+
+def _wheelhouse(folder, **manifest):
+    """A wheelhouse folder with a manifest (of this Python and pins unless ``manifest`` says
+    otherwise) and the mmcv archive's name."""
+    wh = folder / 'wh'
+    wh.mkdir(parents=True)
+    base = dict(python=f'{sys.version_info[0]}.{sys.version_info[1]}', platforms=['x'],
+                torch='torch==2.12.1', packages=[], files=[], constraints_sha256=hashlib.sha256(
+                    setup_env.CONSTRAINTS.read_bytes()).hexdigest())
+    base.update(manifest)
+    (wh / setup_env.WHEELHOUSE_MANIFEST).write_text(json.dumps(base))
+    (wh / setup_env.MMCV_SDIST).write_bytes(b'')
+    return wh
+
+
+def test_wheelhouse_for_this_python_and_pins_passes(tmp_path):
+    setup_env.check_wheelhouse(setup_env.Settings(wheelhouse=_wheelhouse(tmp_path)))
+    no_torch = _wheelhouse(tmp_path / 'b', torch=None)
+    setup_env.check_wheelhouse(setup_env.Settings(wheelhouse=no_torch, system_torch=True))
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(python='3.9'), 'was made for Python 3.9'),
+    (dict(constraints_sha256='0' * 64), 'made from other pins'),
+    (dict(torch=None), 'has no torch (made with --no-torch): add --system-torch'),
+])
+def test_wheelhouse_that_does_not_fit_is_refused(tmp_path, change, message):
+    with pytest.raises(setup_env.SetupError, match=re.escape(message)):
+        setup_env.check_wheelhouse(setup_env.Settings(wheelhouse=_wheelhouse(tmp_path, **change)))
+
+
+def test_folder_without_manifest_is_refused_with_the_command_that_makes_one(tmp_path):
+    with pytest.raises(setup_env.SetupError, match='--download-wheelhouse'):
+        setup_env.check_wheelhouse(setup_env.Settings(wheelhouse=tmp_path))
+
+
+def _torch_only_site(dest):
+    """A folder with torch, torchvision and what they need (symlinks into this venv), standing
+    for a cluster interpreter that brings its own torch and nothing of this project's stack."""
+    from importlib import metadata
+    dest.mkdir()
+    todo, seen = ['torch', 'torchvision'], set()
+    while todo:
+        name = setup_env.requirement_name(todo.pop())
+        if name in seen:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:  # a requirement whose marker is false here
+            continue
+        seen.add(name)
+        todo += dist.requires or []  # extras too (torch needs cuda-toolkit[...]'s)
+        for f in dist.files or []:
+            top = f.parts[0]
+            if top != '..' and not (dest / top).exists():
+                (dest / top).symlink_to(Path(dist.locate_file(top)))
+    return seen
+
+
+@pytest.mark.network
+def test_offline_install_with_the_system_torch(tmp_path):
+    """--download-wheelhouse --no-torch, then --wheelhouse --system-torch with every network
+    route closed: the new venv imports the stack, its own pins, and the interpreter's torch."""
+    wh = tmp_path / 'wheelhouse'
+    out = subprocess.run([sys.executable, str(REPO / 'tools/setup_env.py'),
+                          '--download-wheelhouse', str(wh), '--no-torch'],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    files = {f.name for f in wh.iterdir()}
+    assert setup_env.MMCV_SDIST in files and setup_env.WHEELHOUSE_MANIFEST in files
+    assert any(f.startswith('mmsegmentation-1.2.2-') for f in files)
+    assert not any(f.startswith(('torch-', 'torchvision-', 'nvidia')) for f in files)
+
+    site = _torch_only_site(tmp_path / 'host_site')
+    assert 'mmengine' not in site and 'timm' not in site
+    host_python = Path(sys.base_prefix) / 'bin' / 'python{}.{}'.format(*sys.version_info[:2])
+    dead = 'http://127.0.0.1:9'  # nothing listens: any download attempt fails at once
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / 'host_site'), PIP_INDEX_URL=dead + '/simple',
+               http_proxy=dead, https_proxy=dead, HTTP_PROXY=dead, HTTPS_PROXY=dead)
+    venv = tmp_path / 'venv'
+    out = subprocess.run([str(host_python), str(REPO / 'tools/setup_env.py'), '--venv', str(venv),
+                          '--wheelhouse', str(wh), '--system-torch'],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "pip's index is off" in out.stdout and 'environment ready' in out.stdout
+    # without PYTHONPATH: the venv reaches the interpreter's torch through its .pth only
+    env.pop('PYTHONPATH')
+    code = ('import mmcv.ops, mmseg.models, mmseg_prompt, mmengine, timm, torch; '
+            'print(mmengine.__file__, timm.__version__, torch.__file__)')
+    got = subprocess.run([str(venv / 'bin' / 'python'), '-c', code], capture_output=True,
+                         text=True, env=env)
+    assert got.returncode == 0, got.stderr[-2000:]
+    mmengine_file, timm_version, torch_file = got.stdout.split()
+    assert mmengine_file.startswith(str(venv))
+    assert timm_version == '1.0.31'
+    assert str(tmp_path / 'host_site') in torch_file
+    assert setup_env.read_stamp(venv)['mode'] == dict(system_torch=True, wheelhouse=True)
