@@ -18,9 +18,14 @@ def test_benchmark_writes_table_json_and_plot(tmp_path):
     data = json.loads((tmp_path / 'results.json').read_text())
     rows = {(r['method'], r['prompts']): r for r in data['results']}
     assert set(rows) == {('trunk', 0), ('vpt', 1), ('vpt', 4), ('cvpt', 1), ('cvpt', 4)}
-    assert 'train_s' not in rows[('trunk', 0)] and rows[('cvpt', 4)]['train_s'] > 0
+    # the frozen trunk's step back-propagates through every block (the floor of prompt tuning)
+    assert rows[('trunk', 0)]['train_s'] > 0 and rows[('cvpt', 4)]['train_s'] > 0
+    # ... so its backward counts about as much as its forward (input gradients, no weight ones)
+    assert rows[('trunk', 0)]['train_gflops'] > 1.9 * rows[('trunk', 0)]['gflops']
+    assert 'head_only_s' not in rows[('trunk', 0)]  # no head here: nothing else to time
     assert len(rows[('cvpt', 4)]['train_s_rounds']) == 2  # two interleaved rounds, merged
     assert 'CVPT-4: train' in res.stdout and 'x VPT-Deep-1' in res.stdout
+    assert "x the frozen trunk's forward + backward" in res.stdout
     for r in rows.values():
         assert r['infer_s'] > 0 and r['peak_mib'] > 0
         # attention is counted (through the added handle), not left out as unsupported
@@ -29,7 +34,7 @@ def test_benchmark_writes_table_json_and_plot(tmp_path):
     assert rows[('vpt', 4)]['gflops'] > rows[('vpt', 1)]['gflops'] > rows[('trunk', 0)]['gflops']
     assert rows[('cvpt', 4)]['gflops'] > rows[('cvpt', 1)]['gflops'] > rows[('trunk', 0)]['gflops']
     assert rows[('cvpt', 4)]['tuned_params'] == 12 * 4 * 768
-    for key in (('vpt', 1), ('vpt', 4), ('cvpt', 1), ('cvpt', 4)):
+    for key in rows:
         assert rows[key]['train_gflops'] > rows[key]['gflops']  # forward and backward
     assert (tmp_path / 'cost_vs_prompts.png').stat().st_size > 10_000
     # 12 heads x 4 prompts < 768: the folded cross-attention ran
@@ -44,6 +49,35 @@ def test_benchmark_writes_table_json_and_plot(tmp_path):
     assert len(table) == 7 and table == [ln for ln in again.stdout.splitlines()
                                          if ln.startswith('|')]
     assert (tmp_path / 'cost_vs_prompts.png').exists()
+
+
+def test_compiled_sweep_and_its_comparison_with_eager(tmp_path):
+    """--compile runs every case through torch.compile'd modules (aot_eager here, to keep the
+    test short); --report EAGER COMPILED prints each case's speed-up."""
+    common = [sys.executable, f'{REPO}/tools/analysis/benchmark_prompts.py', '--img', '32',
+              '--model', 'vit_tiny_patch16_224',
+              '--batch', '2', '--methods', 'trunk', 'cvpt', '--prompts', '2', '--warmup', '1',
+              '--repeats', '1', '--head', 'upernet']
+    runs = {}
+    for name, extra in (('eager', ['--no-flops']),
+                        ('compiled', ['--compile', '--compile-backend', 'aot_eager'])):
+        res = subprocess.run(common + extra + ['--out', str(tmp_path / name)],
+                             capture_output=True, text=True, cwd=REPO)
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs[name] = json.loads((tmp_path / name / 'results.json').read_text())
+        assert 'gflops' not in runs[name]['results'][0]  # FLOPs are counted in eager runs only
+    assert runs['compiled']['meta']['compile'] == 'aot_eager'
+    assert not runs['eager']['meta']['compile']
+    trunk = runs['eager']['results'][0]
+    assert trunk['method'] == 'trunk' and trunk['head_only_s'] > 0  # the head trains too
+    both = subprocess.run([sys.executable, f'{REPO}/tools/analysis/benchmark_prompts.py',
+                           '--report', str(tmp_path / 'eager' / 'results.json'),
+                           str(tmp_path / 'compiled' / 'results.json')],
+                          capture_output=True, text=True, cwd=REPO)
+    assert both.returncode == 0, both.stderr[-3000:]
+    rows = [ln for ln in both.stdout.splitlines() if ln.startswith('| CVPT | 2 |')]
+    assert len(rows) == 3  # the eager table, the compiled table, the comparison
+    assert rows[-1].count('x |') == 2  # speed-ups of the training step and of inference
 
 
 def test_training_flops_count_cpu_attention_forward_and_backward():

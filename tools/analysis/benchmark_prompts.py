@@ -56,17 +56,29 @@ def parse_args(argv=None):
     p.add_argument('--fold', default='auto', choices=['auto', 'always', 'never'],
                    help="CVPT's cross-attention form")
     p.add_argument('--with-cp', action='store_true', help='activation checkpointing')
+    p.add_argument('--compile', action='store_true',
+                   help='torch.compile the backbone, neck and heads (nn.Module.compile, default '
+                   'inductor); the warm-up runs absorb the compilation')
+    p.add_argument('--compile-backend', default='inductor',
+                   help='torch.compile backend for --compile')
+    p.add_argument('--no-flops', action='store_true',
+                   help='skip the FLOP counts (they do not change with --compile)')
+    p.add_argument('--profile', action='store_true',
+                   help='also write a torch.profiler table of one training step per case '
+                   '(profile_<method>_<M>.txt in --out)')
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--rounds', type=int, default=1,
                    help='run the sweep this many times, cases interleaved; report medians')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     p.add_argument('--out', default=osp.join(REPO, 'work_dirs', 'benchmark_prompts'))
-    p.add_argument('--report', metavar='RESULTS_JSON',
-                   help='print the table and ratios of a saved results.json and redraw its plot')
+    p.add_argument('--report', metavar='RESULTS_JSON', nargs='+',
+                   help='print the table and ratios of a saved results.json and redraw its plot; '
+                   'with two (eager, then --compile), also the speed-up of each case')
     p.add_argument('--case', help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = p.parse_args(argv)
     args.dtype = args.dtype or ('bf16' if args.device == 'cuda' else 'fp32')
+    args.no_flops = args.no_flops or args.compile  # the same as eager's; not counted twice
     return args
 
 
@@ -169,22 +181,42 @@ def run_case(args, method, prompts):
         result['cross_form'] = 'folded' if folded else 'plain'
     tuned = [p for p in model.parameters() if p.requires_grad]
     result['tuned_params'] = sum(p.numel() for p in tuned)
+    if args.compile:
+        for part in ('backbone', 'neck', 'decode_head', 'auxiliary_head'):
+            sub = model if args.head == 'none' and part == 'backbone' else getattr(model, part,
+                                                                                    None)
+            if sub is not None:
+                sub.compile(backend=args.compile_backend)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
-    if method != 'trunk':
-        model.train()
-        opt = torch.optim.AdamW(tuned, lr=1e-4)
+    model.train()
+    opt = torch.optim.AdamW(tuned, lr=1e-4) if tuned else None
 
-        def step():
+    def step():
+        if opt is not None:
             opt.zero_grad(set_to_none=True)
-            with autocast():
-                loss = forward_loss()
-            loss.backward()
+        with autocast():
+            loss = forward_loss()
+        loss.backward()
+        if opt is not None:
             opt.step()
-        timed(step, args.warmup)
-        result['train_s'] = statistics.median(timed(step, args.repeats))
-        del opt
-        result['train_gflops'] = _train_flops(forward_loss, tuned) / 1e9
+    if method == 'trunk':
+        # The floor of any prompt method: the loss back-propagated through every frozen block
+        # (to the input), the head's weights trained. Without it the backward stops at the head.
+        if tuned:
+            timed(step, args.warmup)
+            result['head_only_s'] = statistics.median(timed(step, args.repeats))
+        x.requires_grad_(True)
+    timed(step, args.warmup)
+    result['train_s'] = statistics.median(timed(step, args.repeats))
+    if args.profile:
+        _profile(step, device, osp.join(args.out, f'profile_{method}_{prompts}.txt'))
+    if not args.no_flops:
+        grads = tuned + ([x] if method == 'trunk' else [])
+        result['train_gflops'] = _train_flops(forward_loss, grads) / 1e9
+    x.requires_grad_(False)
+    x.grad = None
+    del opt
     model.eval()
 
     def infer():
@@ -196,7 +228,11 @@ def run_case(args, method, prompts):
         result['peak_mib'] = torch.cuda.max_memory_allocated() / 2**20
     else:
         result['peak_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.no_flops:
+        return result
     # FLOPs of one inference forward of the batch, traced in fp32 on the CPU copy
+    if args.compile:
+        model = build(args, method, prompts)
     model.float().cpu().eval()
     xc = x.float().cpu()
     target = model if args.head == 'none' else _Forward(model)
@@ -206,6 +242,21 @@ def run_case(args, method, prompts):
     result['gflops'] = analyzer.total() / 1e9
     result['unsupported_ops'] = dict(analyzer.unsupported_ops())
     return result
+
+
+def _profile(step, device, path):
+    """One profiled training step, its operators by self time, written to ``path``."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda'
+                                           else [])
+    with profile(activities=activities) as prof:
+        step()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+    key = 'self_cuda_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+    with open(path, 'w') as f:
+        f.write(prof.key_averages().table(sort_by=key, row_limit=30))
 
 
 def _train_flops(forward_loss, tuned):
@@ -270,12 +321,15 @@ def run_all(args):
             per_case[(method, m)].append(res)
             print(f'  {method:5s} M={m:<4d} train {res.get("train_s", float("nan")):7.3f} s  '
                   f'infer {res["infer_s"]:7.3f} s  peak {res["peak_mib"]:8.0f} MiB  '
-                  f'{res["gflops"]:8.1f} GFLOPs  ({time.time() - t0:.0f} s)', flush=True)
+                  f'{res.get("gflops", float("nan")):8.1f} GFLOPs  ({time.time() - t0:.0f} s)',
+                  flush=True)
     results = [merge_rounds(rounds) for rounds in per_case.values()]
     meta = dict(model=args.model, img=args.img, batch=args.batch, device=args.device,
                 dtype=args.dtype, head=args.head, prompt_dropout=args.prompt_dropout,
                 cross_proj_drop=args.cross_proj_drop,
-                fold=args.fold, with_cp=args.with_cp, warmup=args.warmup, repeats=args.repeats,
+                fold=args.fold, with_cp=args.with_cp,
+                compile=args.compile and args.compile_backend,
+                warmup=args.warmup, repeats=args.repeats,
                 rounds=args.rounds, threads=args.threads or _threads())
     with open(osp.join(args.out, 'results.json'), 'w') as f:
         json.dump(dict(meta=meta, results=results), f, indent=1)
@@ -301,17 +355,24 @@ def summary(results):
     """The ratios the cost targets are stated in, and a linear fit of CVPT's cost in M."""
     vpt = {r['prompts']: r for r in results if r['method'] == 'vpt' and 'train_s' in r}
     cvpt = [r for r in results if r['method'] == 'cvpt' and 'train_s' in r]
+    trunk = next((r for r in results if r['method'] == 'trunk' and 'train_s' in r), None)
     lines = []
     for r in cvpt:
         m = r['prompts']
         parts = [f'CVPT-{m}:']
-        if 1 in vpt and m != 1:
-            parts.append(f'train {r["train_s"] / vpt[1]["train_s"]:.3f}x VPT-Deep-1 '
-                         f'(train FLOPs {r["train_gflops"] / vpt[1]["train_gflops"]:.3f}x)')
-        if m in vpt:
-            parts.append(f'train {r["train_s"] / vpt[m]["train_s"]:.3f}x VPT-Deep-{m} '
-                         f'(train FLOPs {r["train_gflops"] / vpt[m]["train_gflops"]:.3f}x), '
-                         f'peak memory {r["peak_mib"] / vpt[m]["peak_mib"]:.2f}x')
+        if trunk is not None:
+            parts.append(f'train {r["train_s"] / trunk["train_s"]:.3f}x the frozen trunk\'s '
+                         f'forward + backward')
+        for ref in ([1] if m != 1 else []) + [m]:
+            if ref not in vpt:
+                continue
+            v = vpt[ref]
+            part = f'train {r["train_s"] / v["train_s"]:.3f}x VPT-Deep-{ref}'
+            if 'train_gflops' in r and 'train_gflops' in v:
+                part += f' (train FLOPs {r["train_gflops"] / v["train_gflops"]:.3f}x)'
+            if ref == m:
+                part += f', peak memory {r["peak_mib"] / v["peak_mib"]:.2f}x'
+            parts.append(part)
         if len(parts) > 1:
             lines.append(' '.join(parts[:2]) + ''.join('; ' + q for q in parts[2:]))
     # linear in M within each form of the cross-attention (the form switches at H M = D)
@@ -320,11 +381,30 @@ def summary(results):
         if len(rows) < 3:
             continue
         for key, label in (('train_s', 'train step (s)'), ('train_gflops', 'train GFLOPs')):
+            if not all(key in r for r in rows):
+                continue
             ms, ys = [r['prompts'] for r in rows], [r[key] for r in rows]
             slope, icpt, r2, worst = linear_fit(ms, ys)
             lines.append(f'CVPT {form} form, {label} at M = {ms}: {icpt:.4g} + {slope:.4g} * M, '
                          f'R^2 {r2:.4f}, largest deviation from the line {100 * worst:.1f}%')
     return '\n' + '\n'.join(lines) if lines else ''
+
+
+def compare(eager, compiled):
+    """Speed-up of each case, eager time / compiled time, for two runs of the same sweep."""
+    names = dict(trunk='frozen trunk', vpt='VPT-Deep', cvpt='CVPT')
+    other = {(r['method'], r['prompts']): r for r in compiled['results']}
+    lines = ['\n| method | prompts | train step eager (s) | compiled (s) | speed-up | '
+             'inference eager (s) | compiled (s) | speed-up |', '|---|---|---|---|---|---|---|---|']
+    for r in eager['results']:
+        c = other.get((r['method'], r['prompts']))
+        if c is None:
+            continue
+        lines.append(f'| {names[r["method"]]} | {r["prompts"] or "-"} | {r["train_s"]:.4f} | '
+                     f'{c["train_s"]:.4f} | {r["train_s"] / c["train_s"]:.2f}x | '
+                     f'{r["infer_s"]:.4f} | {c["infer_s"]:.4f} | '
+                     f'{r["infer_s"] / c["infer_s"]:.2f}x |')
+    return '\n'.join(lines)
 
 
 def linear_fit(xs, ys):
@@ -349,7 +429,9 @@ def table(meta, results):
     vpt = {r['prompts']: r for r in results if r['method'] == 'vpt'}
     lines = [f'\n{meta["model"]}, {meta["img"]}x{meta["img"]}, batch {meta["batch"]}, '
              f'{meta["device"]} {meta["dtype"]}, head {meta["head"]}, prompt dropout '
-             f'{meta["prompt_dropout"]}, CVPT output dropout {meta["cross_proj_drop"]}, medians '
+             f'{meta["prompt_dropout"]}, CVPT output dropout {meta["cross_proj_drop"]}'
+             + (f', torch.compile ({meta["compile"]})' if meta.get('compile') else ', eager')
+             + ', medians '
              f'of {meta["repeats"]} after {meta["warmup"]} warm-up'
              + (f', median of {meta["rounds"]} interleaved rounds' if meta.get('rounds', 1) > 1
                 else '') + '\n',
@@ -359,12 +441,15 @@ def table(meta, results):
     names = dict(trunk='frozen trunk', vpt='VPT-Deep', cvpt='CVPT')
     for r in results:
         train = f'{r["train_s"]:.3f}' if 'train_s' in r else 'n/a (inference only)'
+        if 'head_only_s' in r:
+            train += f' (backward to the head only: {r["head_only_s"]:.3f})'
         ratio = ''
         if r['method'] == 'cvpt' and r['prompts'] in vpt:
             ratio = f'{r["train_s"] / vpt[r["prompts"]]["train_s"]:.2f}x'
         train_flops = f'{r["train_gflops"]:.1f}' if 'train_gflops' in r else 'n/a'
+        flops = f'{r["gflops"]:.1f}' if 'gflops' in r else 'n/a'
         lines.append(f'| {names[r["method"]]} | {r["prompts"] or "-"} | {train} | '
-                     f'{r["infer_s"]:.3f} | {r["peak_mib"]:.0f} | {r["gflops"]:.1f} | '
+                     f'{r["infer_s"]:.3f} | {r["peak_mib"]:.0f} | {flops} | '
                      f'{train_flops} | {ratio} |')
     return '\n'.join(lines)
 
@@ -402,12 +487,16 @@ def main(argv=None):
         print(json.dumps(run_case(args, method, int(m))))
         return
     if args.report:
-        with open(args.report) as f:
-            saved = json.load(f)
-        print(table(saved['meta'], saved['results']))
-        print(summary(saved['results']))
-        plot(saved['meta'], saved['results'],
-             osp.join(osp.dirname(args.report), 'cost_vs_prompts.png'))
+        runs = []
+        for path in args.report:
+            with open(path) as f:
+                runs.append(json.load(f))
+            print(table(runs[-1]['meta'], runs[-1]['results']))
+            print(summary(runs[-1]['results']))
+            plot(runs[-1]['meta'], runs[-1]['results'],
+                 osp.join(osp.dirname(path), 'cost_vs_prompts.png'))
+        if len(runs) == 2:
+            print(compare(*runs))
         return
     run_all(args)
 
