@@ -313,25 +313,30 @@ def test_mapping_is_saved_and_restored_with_the_checkpoint(tmp_path, tiny_trunk_
 
 
 def test_davpt_in_a_plain_encoder_decoder_warns_once(caplog):
+    """Once: at the first training forward, or earlier at ``train()`` (which a compiled run,
+    whose forward cannot log, still calls)."""
     from mmengine.logging import MMLogger
-    model = MODELS.build(dict(
-        type='EncoderDecoder',
-        backbone=dict(type='DAVPTViT', model_name=TINY_NAME, img_size=64,
-                      model_kwargs=TINY_KWARGS, out_indices=(2,), num_guided_prompts=3),
-        decode_head=dict(type='FCNHead', in_channels=64, channels=8, num_convs=1,
-                         num_classes=3))).train()
     logger = MMLogger.get_current_instance()
     seen = []
     handler = type('H', (__import__('logging').Handler,), {'emit': lambda s, r: seen.append(
         r.getMessage())})()
     logger.addHandler(handler)
     try:
-        for _ in range(2):
-            model.extract_feat(torch.randn(1, 3, 32, 32))
+        for call_train in (False, True):
+            model = MODELS.build(dict(
+                type='EncoderDecoder',
+                backbone=dict(type='DAVPTViT', model_name=TINY_NAME, img_size=64,
+                              model_kwargs=TINY_KWARGS, out_indices=(2,), num_guided_prompts=3),
+                decode_head=dict(type='FCNHead', in_channels=64, channels=8, num_convs=1,
+                                 num_classes=3)))  # in training mode, as every new module
+            if call_train:
+                model.train()
+            for _ in range(2):
+                model.extract_feat(torch.randn(1, 3, 32, 32))
     finally:
         logger.removeHandler(handler)
     warned = [m for m in seen if 'MetricGuidedEncoderDecoder' in m]
-    assert len(warned) == 1 and 'VPT-Deep' in warned[0]
+    assert len(warned) == 2 and 'VPT-Deep' in warned[0]
 
 
 def test_cvpt_guidance_compares_the_cross_attention_logit_vectors(tiny_trunk_file):

@@ -69,13 +69,17 @@ class BlockPrompts(nn.Module):
         for i, (m, bound) in enumerate(zip(self.counts, bounds)):
             if m > 0:
                 self.tokens[str(i)] = nn.Parameter(torch.empty(m, dim).uniform_(-bound, bound))
+        # The key of each block's tokens, None where it has none: built once, so the forward
+        # never calls str(index), which torch.compile cannot trace for a symbolic index.
+        self.block_keys: List[Optional[str]] = [str(i) if m > 0 else None
+                                                for i, m in enumerate(self.counts)]
         self.dropout = RandomBitsDropout(dropout)
         self.enabled = True  # False: every block runs as if it had no prompts
 
     def get(self, index: int) -> Optional[torch.Tensor]:
         """The raw prompts (M_l, D) of block ``index``, or None if it has none."""
-        key = str(index)
-        return self.tokens[key] if key in self.tokens else None
+        key = self.block_keys[index]
+        return None if key is None else self.tokens[key]
 
     @property
     def per_sample(self) -> bool:

@@ -81,13 +81,24 @@ class DAVPTViT(VPTDeepViT):
         return {'qkv.bias': bias + torch.cat([delta.new_zeros(bias.numel() - delta.numel()),
                                               delta])}
 
-    def forward(self, x):
-        self.guidance = {}
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._warn_if_unguided()
+        return self
+
+    def _warn_if_unguided(self):
+        """Warn once when training without the metric guidance (eager code only: logging in a
+        traced forward would break a torch.compile graph, so ``train()`` warns too)."""
         if self.training and not self.metric_guided and not self._plain_warned:
             self._plain_warned = True
             print_log('DAVPTViT is training without metric guidance, i.e. as VPT-Deep: the '
                       'guidance needs model.type="MetricGuidedEncoderDecoder"',
                       logger='current', level=logging.WARNING)
+
+    def forward(self, x):
+        self.guidance = {}
+        if not torch.compiler.is_compiling():  # a module starts in training mode, train() or not
+            self._warn_if_unguided()
         return super().forward(x)
 
     TOKEN_SIDES = ('attn_out', 'block_in')

@@ -12,6 +12,11 @@ so E[out] = x exactly, and the drop rate is p quantised to a multiple of 1/65536
 of p). About 4x faster than ``nn.Dropout`` on CPU. The masks come from torch's default generator,
 so ``torch.manual_seed``, saved RNG states and activation checkpointing's RNG replay all apply.
 On other devices it is ``F.dropout``, whose kernels are already fast there.
+
+Inside ``torch.compile`` (``torch.compiler.is_compiling()``) it is ``F.dropout`` on every device:
+``Tensor.random_`` would break the graph, and inductor generates its own fused random masks. The
+keep rate is the same Bernoulli(1 - p) (up to the 7.6e-6 quantisation above), the random stream
+another: a compiled and an eager run draw different masks from the same seed.
 """
 import torch
 import torch.nn as nn
@@ -44,7 +49,7 @@ class RandomBitsDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        if x.device.type != 'cpu':
+        if x.device.type != 'cpu' or torch.compiler.is_compiling():
             return F.dropout(x, self.p, training=True)
         dropped = round(self.p * _LEVELS)
         if dropped == 0:
