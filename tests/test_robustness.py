@@ -235,3 +235,26 @@ def test_grayscale_and_rgba_images_just_work(toy, tmp_path):
                 iters=2)
     assert res.returncode == 0, res.stderr[-2000:]
     assert 'Iter(train) [2/2]' in res.stdout
+
+
+def test_rng_states_come_back_from_a_checkpoint_loaded_onto_the_device(device):
+    """mmengine's resume loads a checkpoint with map_location='default' (the GPU where there is
+    one); torch only takes CPU byte tensors as RNG states. The restored generators draw the same
+    numbers as when the checkpoint was saved."""
+    import random
+    from types import SimpleNamespace
+
+    from mmseg_prompt.engine.training_checks import RNGStateHook
+    hook, ckpt = RNGStateHook(), {}
+    torch.manual_seed(3)
+    hook.before_save_checkpoint(None, ckpt)
+    expected = (torch.rand(4), torch.rand(4, device=device), random.random(), np.random.rand())
+    torch.manual_seed(99), random.seed(99), np.random.seed(99)
+    state = ckpt['rng_state']
+    state['torch'] = state['torch'].to(device)  # where map_location puts tensors
+    if 'cuda' in state:
+        state['cuda'] = [s.to(device) for s in state['cuda']]
+    hook.after_load_checkpoint(SimpleNamespace(_resume=True), ckpt)
+    got = (torch.rand(4), torch.rand(4, device=device), random.random(), np.random.rand())
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    assert got[2:] == expected[2:]

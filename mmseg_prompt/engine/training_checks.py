@@ -119,7 +119,8 @@ class RNGStateHook(Hook):
         python = state['python']
         random.setstate((python[0], tuple(python[1]), python[2]))
         np.random.set_state(state['numpy'])
-        torch.set_rng_state(state['torch'])
+        # torch wants CPU byte tensors; a resume on GPU loads the checkpoint onto the GPU
+        torch.set_rng_state(state['torch'].cpu())
         if 'cuda' in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state['cuda'])
+            torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
         print_log('RNG states restored from the checkpoint', logger='current')
