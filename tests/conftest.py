@@ -17,6 +17,13 @@ def tiny_trunk_file(tmp_path):
     return path, ref
 
 
+@pytest.fixture(params=['cpu', pytest.param('cuda', marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='no CUDA device'))])
+def device(request) -> str:
+    """The device a model test runs on: 'cpu', and 'cuda' too where a GPU is available."""
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def mmseg_scope():
     """Build from mmseg's registries, as configs do (a Runner test may have switched scope)."""

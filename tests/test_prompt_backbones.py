@@ -22,11 +22,11 @@ def build(type, **kw):
     return MODELS.build(cfg)
 
 
-def timm_reference(path):
+def timm_reference(path, device='cpu'):
     ref = timm.create_model(TINY_NAME, num_classes=0, img_size=224, dynamic_img_size=True,
                             dynamic_img_pad=True, **TINY_KWARGS)
     ref.load_state_dict(torch.load(path))
-    return ref.eval()
+    return ref.eval().to(device)
 
 
 def cross_attention_by_hand(x, P, attn):
@@ -50,13 +50,13 @@ def cross_attention_by_hand(x, P, attn):
 
 @pytest.mark.parametrize('method', METHODS)
 @pytest.mark.parametrize('mode', ['eval', 'train'])
-def test_zero_prompts_equal_timm_forward_intermediates(tiny_trunk_file, method, mode):
+def test_zero_prompts_equal_timm_forward_intermediates(tiny_trunk_file, method, mode, device):
     path, _ = tiny_trunk_file
-    ref = timm_reference(path)
-    bb = build(method, pretrained=str(path), num_prompts=0).train(mode == 'train')
+    ref = timm_reference(path, device)
+    bb = build(method, pretrained=str(path), num_prompts=0).train(mode == 'train').to(device)
     assert not list(bb.prompts.tokens)
     for hw in [(224, 224), (234, 345)]:
-        x = torch.randn(2, 3, *hw)
+        x = torch.randn(2, 3, *hw, device=device)
         with torch.no_grad():
             expected = ref.forward_intermediates(x, indices=[0, 1, 2], intermediates_only=True)
             got = bb(x)
@@ -81,18 +81,19 @@ def test_cross_attention_equals_einsum_formula(tiny_trunk_file, fold, num_prompt
 @pytest.mark.parametrize('shared', [True, False])
 @pytest.mark.parametrize('num_prompts', [5, 20])  # folded rows (prompt, head) / (head, prompt)
 def test_folded_and_plain_forms_agree_in_forward_and_prompt_gradients(tiny_trunk_file, shared,
-                                                                       num_prompts):
+                                                                       num_prompts, device):
     _, ref = tiny_trunk_file
-    attn = ref.blocks[2].attn.double()
+    attn = ref.blocks[2].attn.double().to(device)
     torch.manual_seed(2)
-    x = torch.randn(3, 21, 64, dtype=torch.float64)
-    P = torch.randn(num_prompts, 64, dtype=torch.float64) if shared else \
-        torch.randn(3, num_prompts, 64, dtype=torch.float64)
+    f64 = dict(dtype=torch.float64, device=device)
+    x = torch.randn(3, 21, 64, **f64)
+    P = torch.randn(num_prompts, 64, **f64) if shared else torch.randn(3, num_prompts, 64, **f64)
     results = {}
     for fold in ('never', 'always'):
         p = P.clone().requires_grad_()
         out = PromptCrossAttention(fold=fold)(x, p, attn)
-        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        w = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device)
+        (out * w.view_as(out)).sum().backward()
         results[fold] = (out.detach(), p.grad)
     torch.testing.assert_close(results['always'][0], results['never'][0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(results['always'][1], results['never'][1], rtol=1e-10, atol=1e-12)
@@ -108,15 +109,15 @@ def test_fold_is_chosen_when_heads_times_prompts_is_below_the_width(tiny_trunk_f
         PromptCrossAttention(fold='sometimes')
 
 
-def test_cvpt_backbone_equals_hand_computation(tiny_trunk_file):
+def test_cvpt_backbone_equals_hand_computation(tiny_trunk_file, device):
     """The whole CVPT forward: self-attention, then x + CrossAttn(x, P_l), then the MLP."""
     path, _ = tiny_trunk_file
-    ref = timm_reference(path)
-    bb = build('CVPTViT', pretrained=str(path), num_prompts=[4, 0, 6]).eval()
+    ref = timm_reference(path, device)
+    bb = build('CVPTViT', pretrained=str(path), num_prompts=[4, 0, 6]).eval().to(device)
     with torch.no_grad():  # prompts as large as trained ones, so every term matters
         for p in bb.prompts.tokens.values():
             p.normal_()
-    x = torch.randn(2, 3, 64, 80)
+    x = torch.randn(2, 3, 64, 80, device=device)
     with torch.no_grad():
         got = bb(x)
         t = ref.norm_pre(ref._pos_embed(ref.patch_embed(x)))
@@ -135,15 +136,15 @@ def test_cvpt_backbone_equals_hand_computation(tiny_trunk_file):
     assert (got[0] - plain[0]).abs().max() > 1e-3
 
 
-def test_vpt_deep_equals_hand_computation(tiny_trunk_file):
+def test_vpt_deep_equals_hand_computation(tiny_trunk_file, device):
     """[cls, P_l, patches] into block l, prompt outputs dropped, the next block's prompts put in."""
     path, _ = tiny_trunk_file
-    ref = timm_reference(path)
-    bb = build('VPTDeepViT', pretrained=str(path), num_prompts=[3, 5, 0]).eval()
+    ref = timm_reference(path, device)
+    bb = build('VPTDeepViT', pretrained=str(path), num_prompts=[3, 5, 0]).eval().to(device)
     with torch.no_grad():  # prompts as large as trained ones, so every term matters
         for p in bb.prompts.tokens.values():
             p.normal_()
-    x = torch.randn(2, 3, 48, 64)
+    x = torch.randn(2, 3, 48, 64, device=device)
     with torch.no_grad():
         got = bb(x)
         t = ref.norm_pre(ref._pos_embed(ref.patch_embed(x)))
