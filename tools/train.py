@@ -1,7 +1,7 @@
 """Train a segmentor: mmseg's `tools/train.py`, same flags, plus a dataset-layout check.
 
     python tools/train.py configs/cvpt_vitl_ade20k.py [--work-dir DIR] [--resume [CKPT]] [--amp]
-        [--cfg-options key=value ...] [--launcher {none,pytorch,slurm,mpi}]
+        [--compile] [--cfg-options key=value ...] [--launcher {none,pytorch,slurm,mpi}]
 
 Checkpoints hold the tuned weights only (prompts, neck, heads); the frozen trunk is put back
 from `model.backbone.pretrained` when they are loaded (`--resume`, `load_from`, tools/test.py).
@@ -31,6 +31,10 @@ def parse_args(argv=None):
     parser.add_argument('--amp', action='store_true', default=False,
                         help='mixed precision: bfloat16 autocast where supported (CPU, recent '
                         'GPUs), else float16 with dynamic loss scaling')
+    parser.add_argument('--compile', action='store_true', default=False,
+                        help='torch.compile the training step (mmengine\'s `compile=True`: the '
+                        'Runner compiles model.train_step, default inductor backend); a '
+                        '`compile` setting in the config is kept')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, as key=value pairs (mmengine DictAction)')
@@ -60,6 +64,14 @@ def build_cfg(args) -> Config:
         else:  # float16 with dynamic loss scaling, mmseg's --amp
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.compile:
+        if cfg.get('compile') is not None:
+            print_log(f'--compile: the config already sets compile={cfg.compile!r}; kept',
+                      logger='current', level=logging.WARNING)
+        else:
+            cfg.compile = True
+            print_log('--compile: the Runner will torch.compile model.train_step (inductor); '
+                      'the first iterations are slow while it compiles', logger='current')
     for name, hook in dict(trunk_check='FrozenTrunkCheckHook', nan_guard='NaNLossGuardHook',
                            rng_state='RNGStateHook').items():
         cfg.setdefault('default_hooks', {})  # configs not built on our bases get the checks too

@@ -19,6 +19,10 @@ class PromptOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     Frozen modules are skipped whole (no optimizer state, no per-parameter warnings), and what
     the optimizer gets is logged once, grouped by module.
+
+    The parameter groups are plain dicts, as after ``Optimizer.load_state_dict`` (mmengine's
+    constructor leaves ``ConfigDict`` groups, which ``torch.compile`` cannot trace through an
+    optimizer step: ``compile=True`` in the config, ``tools/train.py --compile``).
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
@@ -38,6 +42,8 @@ class PromptOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
         wrapper = super().__call__(model)
+        groups = wrapper.optimizer.param_groups
+        groups[:] = [dict(g) for g in groups]
         model = getattr(model, 'module', model)
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not trainable:
