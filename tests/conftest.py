@@ -29,3 +29,8 @@ def mmseg_scope():
     """Build from mmseg's registries, as configs do (a Runner test may have switched scope)."""
     from mmengine.registry import init_default_scope
     init_default_scope('mmseg')
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'slow: takes minutes on a 2-core CPU (deselect with -m "not slow")')
