@@ -34,3 +34,6 @@ def mmseg_scope():
 def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'slow: takes minutes on a 2-core CPU (deselect with -m "not slow")')
+    config.addinivalue_line(
+        'markers', 'network: needs the package registry (deselect with -m "not network" on a '
+        'machine without one)')
