@@ -79,6 +79,60 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monke
     assert torch.equal(torch.load(path, weights_only=True)['state_dict']['w'], torch.ones(3))
 
 
+KILLED_SAVE = """
+import sys, time
+import torch
+import mmengine.runner.runner as runner_module
+from mmengine.fileio.backends import LocalBackend
+import mmseg_prompt  # installs the atomic save
+
+def half_then_hang(self, obj, filepath):
+    with open(filepath, 'wb') as f:
+        f.write(obj[:len(obj) // 2])
+    print('half written', flush=True)
+    time.sleep(600)
+
+LocalBackend.put = half_then_hang
+runner_module.save_checkpoint(dict(state_dict=dict(w=torch.ones(4096))), sys.argv[1])
+"""
+
+
+def test_a_run_removes_the_temporaries_of_killed_saves_and_keeps_live_ones(toy, tmp_path):
+    """A save SIGKILLed mid-write leaves ``iter_4.pth.tmp<pid>``; the next run deletes it and
+    says so, and keeps a live process's temporary, another user's file and unrelated files."""
+    from mmseg_prompt.utils.atomic_checkpoint import temporary_path
+    work = tmp_path / 'work'
+    work.mkdir()
+    writer = subprocess.Popen([sys.executable, '-c', KILLED_SAVE, str(work / 'iter_4.pth')],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True, env=ENV)
+    lines = (line.strip() for line in iter(writer.stdout.readline, ''))
+    assert 'half written' in lines  # mmengine may log before it; EOF if the writer failed
+    writer.kill()  # SIGKILL: no finally block runs
+    writer.wait()
+    dead = work / osp.basename(temporary_path('iter_4.pth', writer.pid))
+    assert dead.stat().st_size > 0 and not (work / 'iter_4.pth').exists()
+    sleeper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])
+    try:
+        live = work / f'iter_2.pth.tmp{sleeper.pid}'  # a save in progress elsewhere
+        live.write_bytes(b'partial')
+        others = work / f'iter_6.pth.tmp{writer.pid}'  # another user's, dead pid: kept
+        if os.getuid() == 0:  # only root can make a file of another user
+            others.write_bytes(b'partial')
+            os.chown(others, 65534, 65534)
+        unrelated = work / f'notes.txt.tmp{writer.pid}'
+        unrelated.write_bytes(b'not a checkpoint')
+        res = train(CVPT, work, toy['opts'], iters=1)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        assert not dead.exists()
+        assert f'removed {dead.name} from {work}' in res.stdout
+        assert live.exists() and unrelated.exists()
+        assert others.exists() == (os.getuid() == 0)
+        assert res.stdout.count('removed iter_') == 1
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 # ---------------------------------------------------------------------------- resume, determinism
 def test_exact_resume_and_determinism(toy, tmp_path):
     """DA-VPT+ (prompt dropout, bias deltas, the mapping re-clustered every 2 iterations):

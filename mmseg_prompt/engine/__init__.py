@@ -1,9 +1,10 @@
 from .bf16_optim_wrapper import BF16OptimWrapper, bf16_device
 from .class_prompt_mapping_hook import ClassPromptMappingHook
 from .optim_constructor import PromptOptimWrapperConstructor
+from .stale_temp_cleanup import StaleTempCleanupHook
 from .training_checks import (FrozenTrunkCheckHook, NaNLossGuardHook, RNGStateHook,
                               tensors_sha256)
 
 __all__ = ['BF16OptimWrapper', 'ClassPromptMappingHook', 'FrozenTrunkCheckHook',
-           'NaNLossGuardHook', 'PromptOptimWrapperConstructor', 'RNGStateHook', 'bf16_device',
-           'tensors_sha256']
+           'NaNLossGuardHook', 'PromptOptimWrapperConstructor', 'RNGStateHook',
+           'StaleTempCleanupHook', 'bf16_device', 'tensors_sha256']

@@ -23,9 +23,11 @@ default_hooks = dict(
                     save_best='mIoU'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'),
-    # mmseg-prompt's checks (mmseg_prompt/engine/training_checks.py): the frozen trunk hashes the
-    # same after training, a NaN loss stops the run before it is saved, RNG states in checkpoints
+    # mmseg-prompt's checks (mmseg_prompt/engine/): the frozen trunk hashes the same after
+    # training, a NaN loss stops the run before it is saved, RNG states in checkpoints, and the
+    # temporary files of checkpoint saves killed mid-write are removed when a run starts
     trunk_check=dict(type='FrozenTrunkCheckHook'),
     nan_guard=dict(type='NaNLossGuardHook'),
-    rng_state=dict(type='RNGStateHook'))
+    rng_state=dict(type='RNGStateHook'),
+    stale_temps=dict(type='StaleTempCleanupHook'))
 auto_scale_lr = dict(enable=False, base_batch_size=16)
