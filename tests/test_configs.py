@@ -7,6 +7,7 @@ from mmengine.config import Config
 from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
+from mmseg_prompt.utils.label_classes import check_label_classes
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOP_LEVEL = sorted(p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
@@ -30,6 +31,12 @@ def test_config_parses_and_carries_custom_imports(path):
     assert cfg.tta_model.type == 'SegTTAModel'
     assert cfg.tta_pipeline and cfg.tta_pipeline_0x
     heads = [cfg.model.decode_head.num_classes, cfg.model.auxiliary_head.num_classes]
+    for loader in ('train_dataloader', 'test_dataloader'):  # right after loading the labels
+        types = [t.type for t in cfg[loader].dataset.pipeline]
+        i = types.index('CheckSegLabels')
+        assert types[i - 1] == 'LoadAnnotations'
+        assert cfg[loader].dataset.pipeline[i].get('num_classes') is None  # written once: heads
+    check_label_classes(cfg)
     check = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'CheckSegLabels']
     assert check and all(h == check[0].num_classes for h in heads)
     text = open(path).read()
@@ -63,3 +70,22 @@ def test_vitl_configs_build_without_weights(path):
     assert model.decode_head.num_classes == ncls
     assert model.test_cfg.mode == 'slide'
     assert tuple(model.test_cfg.crop_size) == ((512, 512) if ncls == 150 else (480, 480))
+
+
+def test_label_classes_follow_the_heads_and_name_both_keys():
+    path = osp.join(REPO, 'configs', 'cvpt_vitl_pascal_context.py')
+    cfg = Config.fromfile(path)
+    cfg.model.auxiliary_head.num_classes = 60
+    with pytest.raises(ValueError, match=r'heads disagree.*decode_head.num_classes = 59, '
+                       r'model.auxiliary_head.num_classes = 60'):
+        check_label_classes(cfg)
+    cfg = Config.fromfile(path)  # heads and the training set's metainfo at 3 classes
+    cfg.merge_from_dict({'model.decode_head.num_classes': 3, 'model.auxiliary_head.num_classes': 3,
+                         'train_dataloader.dataset.metainfo': dict(classes=('a', 'b', 'c'))})
+    with pytest.raises(ValueError, match=r'model.decode_head.num_classes = 3, but '
+                       r'val_dataloader.dataset \(PascalContextDataset59\) has 59 classes'):
+        check_label_classes(cfg)
+    cfg = Config.fromfile(path)
+    cfg.train_dataloader.dataset.pipeline[2].num_classes = 150
+    with pytest.raises(ValueError, match=r'train_dataloader.dataset.pipeline.2.num_classes = 150'):
+        check_label_classes(cfg)

@@ -277,8 +277,25 @@ def test_check_seg_labels_values():
     with pytest.raises(ValueError, match='-1'):
         CheckSegLabels(num_classes=5, ignore_index=-100)(dict(gt_seg_map=np.array([[-1, 0]])))
     assert CheckSegLabels(3, ignore_index=-100)(dict(gt_seg_map=np.array([[-100, 2]]))) is not None
-    with pytest.raises(KeyError, match='LoadAnnotations'):
-        check(dict(img=np.zeros((2, 2, 3))))
+    image_only = dict(img=np.zeros((2, 2, 3)), img_path='a.jpg')
+    assert check(image_only) is image_only  # no label (inference): passed through
+    with pytest.raises(KeyError, match='after LoadAnnotations'):
+        check(dict(image_only, seg_map_path='a.png'))  # a label file that was not loaded
+    assert CheckSegLabels()(dict(gt_seg_map=np.array([[200, 0]]))) is not None  # no class count
+
+
+def test_check_seg_labels_shape_and_size(tmp_path):
+    check = CheckSegLabels(num_classes=5)
+    ok = dict(gt_seg_map=np.zeros((4, 6), np.uint8), ori_shape=(4, 6), img_path='a.jpg',
+              seg_map_path='a.png')
+    assert check(ok) is ok
+    with pytest.raises(ValueError, match=r'label map a.png is 2x3 \(HxW\), but its image a.jpg '
+                       r'is 4x6'):
+        check(dict(ok, gt_seg_map=np.zeros((2, 3), np.uint8)))
+    rgb = str(tmp_path / 'rgb.png')
+    cv2.imwrite(rgb, np.zeros((4, 6, 3), np.uint8))
+    with pytest.raises(ValueError, match=r'has shape \(4, 6, 3\) \(mode RGB, 3 channels\)'):
+        check(dict(ok, gt_seg_map=np.zeros((4, 6, 3), np.uint8), seg_map_path=rgb))
 
 
 @pytest.mark.parametrize('name,make,root', [

@@ -73,7 +73,8 @@ def build_cfg(args) -> Config:
             print_log('--compile: the Runner will torch.compile model.train_step (inductor); '
                       'the first iterations are slow while it compiles', logger='current')
     for name, hook in dict(trunk_check='FrozenTrunkCheckHook', nan_guard='NaNLossGuardHook',
-                           rng_state='RNGStateHook', stale_temps='StaleTempCleanupHook').items():
+                           rng_state='RNGStateHook', stale_temps='StaleTempCleanupHook',
+                           label_check='SegLabelCheckHook').items():
         cfg.setdefault('default_hooks', {})  # configs not built on our bases get the checks too
         if not any(isinstance(h, dict) and h.get('type') == hook
                    for h in cfg.default_hooks.values()):

@@ -26,7 +26,7 @@ model = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='CheckSegLabels', num_classes=150),
+    dict(type='CheckSegLabels'),
     dict(type='RandomResize', scale=test_scale, ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
@@ -37,7 +37,7 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=test_scale, keep_ratio=True),
     dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='CheckSegLabels', num_classes=150),
+    dict(type='CheckSegLabels'),
     dict(type='PackSegInputs')
 ]
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]

@@ -163,15 +163,15 @@ def _unlabelled_images(ds, key, data_root, prefix, ann_file):
              f'{missing[0] + img_suffix} needs')]
 
 
-def _leaf_datasets(ds, key):
+def leaf_datasets(ds, key):
     """(key, dataset dict) for each real dataset in ds, looking through dataset wrappers."""
     if not isinstance(ds, dict):
         return []
     if isinstance(ds.get('dataset'), dict):
-        return _leaf_datasets(ds['dataset'], f'{key}.dataset')
+        return leaf_datasets(ds['dataset'], f'{key}.dataset')
     if isinstance(ds.get('datasets'), (list, tuple)):
         return [leaf for i, sub in enumerate(ds['datasets'])
-                for leaf in _leaf_datasets(sub, f'{key}.datasets.{i}')]
+                for leaf in leaf_datasets(sub, f'{key}.datasets.{i}')]
     if any(k in ds for k in ('data_root', 'data_prefix', 'ann_file')):
         return [(key, ds)]
     return []
@@ -188,7 +188,7 @@ def check_dataset_layout(cfg):
         loader = cfg.get(loader_key)
         if not isinstance(loader, dict):
             continue
-        for key, ds in _leaf_datasets(loader.get('dataset'), f'{loader_key}.dataset'):
+        for key, ds in leaf_datasets(loader.get('dataset'), f'{loader_key}.dataset'):
             problems = _dataset_problems(ds, key)
             if problems:
                 failing.append((key, ds, problems))

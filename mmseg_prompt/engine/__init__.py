@@ -1,5 +1,6 @@
 from .bf16_optim_wrapper import BF16OptimWrapper, bf16_device
 from .class_prompt_mapping_hook import ClassPromptMappingHook
+from .label_check_hook import SegLabelCheckHook
 from .optim_constructor import PromptOptimWrapperConstructor
 from .stale_temp_cleanup import StaleTempCleanupHook
 from .training_checks import (FrozenTrunkCheckHook, NaNLossGuardHook, RNGStateHook,
@@ -7,4 +8,4 @@ from .training_checks import (FrozenTrunkCheckHook, NaNLossGuardHook, RNGStateHo
 
 __all__ = ['BF16OptimWrapper', 'ClassPromptMappingHook', 'FrozenTrunkCheckHook',
            'NaNLossGuardHook', 'PromptOptimWrapperConstructor', 'RNGStateHook',
-           'StaleTempCleanupHook', 'bf16_device', 'tensors_sha256']
+           'SegLabelCheckHook', 'StaleTempCleanupHook', 'bf16_device', 'tensors_sha256']

@@ -2,13 +2,15 @@
 # plus a label check and the two multi-scale test pipelines (see `tta_pipeline_0x`).
 dataset_type = 'ADE20KDataset'
 data_root = 'data/ade/ADEChallengeData2016'
-num_classes = 150
 crop_size = (512, 512)
 test_scale = (2048, 512)
+# CheckSegLabels, right after LoadAnnotations: each label is one channel, of its image's original
+# size, with values within the classes; its class count comes from the model's heads (the tools
+# fill it in, SegLabelCheckHook checks batches), so it is not written here.
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='CheckSegLabels', num_classes=num_classes),
+    dict(type='CheckSegLabels'),
     dict(type='RandomResize', scale=test_scale, ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
@@ -20,7 +22,7 @@ test_pipeline = [
     dict(type='Resize', scale=test_scale, keep_ratio=True),
     # annotations are loaded after Resize: metrics compare at the original size
     dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='CheckSegLabels', num_classes=num_classes),
+    dict(type='CheckSegLabels'),
     dict(type='PackSegInputs')
 ]
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]

@@ -2,13 +2,15 @@
 # (520, 520), crop 480, plus a label check and the two multi-scale test pipelines.
 dataset_type = 'PascalContextDataset59'
 data_root = 'data/VOCdevkit/VOC2010/'
-num_classes = 59
 img_scale = (520, 520)
 crop_size = (480, 480)
+# CheckSegLabels, right after LoadAnnotations: each label is one channel, of its image's original
+# size, with values within the classes; its class count comes from the model's heads (the tools
+# fill it in, SegLabelCheckHook checks batches), so it is not written here.
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='CheckSegLabels', num_classes=num_classes),
+    dict(type='CheckSegLabels'),
     dict(type='RandomResize', scale=img_scale, ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
@@ -19,7 +21,7 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=img_scale, keep_ratio=True),
     dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='CheckSegLabels', num_classes=num_classes),
+    dict(type='CheckSegLabels'),
     dict(type='PackSegInputs')
 ]
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]

@@ -29,5 +29,8 @@ default_hooks = dict(
     trunk_check=dict(type='FrozenTrunkCheckHook'),
     nan_guard=dict(type='NaNLossGuardHook'),
     rng_state=dict(type='RNGStateHook'),
-    stale_temps=dict(type='StaleTempCleanupHook'))
+    stale_temps=dict(type='StaleTempCleanupHook'),
+    # the heads against the dataset's classes and each batch's labels against the heads, for
+    # runs without tools/train.py's pre-run check (mmseg's stock tools): label_check_hook.py
+    label_check=dict(type='SegLabelCheckHook'))
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,0 +1,101 @@
+"""The label check against the model's heads, for runs that skip our tools' pre-run checks.
+
+``tools/train.py`` and ``tools/test.py`` check the heads' class count against the datasets before
+a Runner is built and give it to ``CheckSegLabels``. mmseg's stock tools and a Runner built by hand
+do neither; this hook (in the schedule bases' ``default_hooks``) does the same on what the Runner
+built: before training, the heads against the training dataset's classes; on every batch, the
+labels against the heads, naming the label file.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmseg.registry import HOOKS
+
+from mmseg_prompt.datasets.label_check import value_message
+
+
+def _segmentor(model):
+    """The segmentor inside DDP-style wrappers and a SegTTAModel."""
+    model = model.module if is_model_wrapper(model) else model
+    if not hasattr(model, 'decode_head') and hasattr(model, 'module'):
+        model = model.module  # SegTTAModel
+    return model
+
+
+def _heads(model) -> List[Tuple[str, object]]:
+    """(config key, head) of each decode and auxiliary head that has num_classes."""
+    found = []
+    for name in ('decode_head', 'auxiliary_head'):
+        heads = getattr(model, name, None)
+        if heads is None:
+            continue
+        heads = list(heads) if isinstance(heads, torch.nn.ModuleList) else [heads]
+        for i, head in enumerate(heads):
+            if hasattr(head, 'num_classes'):
+                found.append((f'model.{name}' + (f'.{i}' if len(heads) > 1 else ''), head))
+    return found
+
+
+def _samples(data_samples) -> list:
+    """The data samples of a batch, flattened (a TTA batch holds one list per augmentation)."""
+    flat = []
+    for s in data_samples or []:
+        flat.extend(_samples(s) if isinstance(s, (list, tuple)) else [s])
+    return flat
+
+
+@HOOKS.register_module()
+class SegLabelCheckHook(Hook):
+    """Stop before training if the heads' num_classes differ from the training dataset's classes;
+    stop at a batch whose labels lie outside the heads' classes, naming the label file."""
+
+    priority = 'VERY_HIGH'  # before hooks that read labels in before_train (class mapping)
+
+    def _limit(self, runner) -> Optional[Tuple[int, int, str]]:
+        """(smallest num_classes of the heads, ignore_index, its config key), or None."""
+        heads = _heads(_segmentor(runner.model))
+        if not heads:
+            return None
+        key, head = min(heads, key=lambda kh: kh[1].num_classes)
+        return head.num_classes, getattr(head, 'ignore_index', 255), f'{key}.num_classes'
+
+    def before_train(self, runner) -> None:
+        limit = self._limit(runner)
+        classes = runner.train_dataloader.dataset.metainfo.get('classes')
+        if limit is None or classes is None or len(classes) == limit[0]:
+            return
+        raise ValueError(
+            f'{limit[2]} = {limit[0]}, but train_dataloader.dataset '
+            f'({type(runner.train_dataloader.dataset).__name__}) has {len(classes)} classes (its '
+            f'metainfo): its labels go up to {len(classes) - 1} and training would fail in the '
+            f'loss.\n  Fix: give every head the dataset\'s class count (e.g. --cfg-options '
+            f'model.decode_head.num_classes={len(classes)} '
+            f'model.auxiliary_head.num_classes={len(classes)}).')
+
+    def _check_batch(self, runner, data_batch) -> None:
+        if not isinstance(data_batch, dict):
+            return
+        limit = self._limit(runner)
+        if limit is None:
+            return
+        num, ignore, source = limit
+        for sample in _samples(data_batch.get('data_samples')):
+            if 'gt_sem_seg' not in sample:
+                continue
+            seg = sample.gt_sem_seg.data
+            bad = ((seg < 0) | (seg >= num)) & (seg != ignore)
+            if bad.any():
+                raise ValueError(value_message(
+                    sample.metainfo.get('seg_map_path'), torch.unique(seg[bad]).cpu().numpy(),
+                    num, ignore, sample.metainfo.get('reduce_zero_label'), source))
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self._check_batch(runner, data_batch)
+
+    def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self._check_batch(runner, data_batch)
+
+    def before_test_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self._check_batch(runner, data_batch)
