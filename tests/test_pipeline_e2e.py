@@ -58,10 +58,11 @@ def test_training_logs_progress_and_saves_tuned_weights_only(trained):
     keys = list(ckpt['state_dict'])
     assert not [k for k in keys if k.startswith('backbone.trunk.')]
     assert 'backbone.prompts.tokens.0' in keys and any(k.startswith('decode_head.') for k in keys)
+    assert 'backbone.provenance' in keys  # the trunk's sha256, backbone type, prompt layout
     # the optimizer state covers the trainable tensors only
     n_state = len(ckpt['optimizer']['state'])
     n_trainable = sum(1 for k in keys if not k.endswith(('running_mean', 'running_var',
-                                                          'num_batches_tracked')))
+                                                          'num_batches_tracked', 'provenance')))
     assert n_state == n_trainable
 
 

@@ -1,7 +1,6 @@
 """Hooks that keep long runs honest: a trunk that provably never changes, identical tuned
 weights on every rank, a NaN loss that stops the run before it is saved, and RNG states in
 checkpoints so that a resumed run continues exactly."""
-import hashlib
 import math
 import os.path as osp
 import random
@@ -15,15 +14,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
-
-def tensors_sha256(named_tensors) -> str:
-    """sha256 over the names, shapes, dtypes and bytes of (name, tensor) pairs, in order."""
-    h = hashlib.sha256()
-    for name, t in named_tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f'{name}:{tuple(t.shape)}:{t.dtype};'.encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
-    return h.hexdigest()
+from ..models.backbones.provenance import tensors_sha256
 
 
 def _unwrap(model):
@@ -34,7 +25,9 @@ def _unwrap(model):
 class FrozenTrunkCheckHook(Hook):
     """At the end of training: the frozen trunk must hash as it did at the start, and (under
     distributed training) the tuned weights must hash the same on every rank. Says so in the log,
-    or stops with the first tensor that differs."""
+    or stops with the first tensor that differs. The start's digest is the backbone's cached
+    trunk fingerprint (``FrozenViT.trunk_sha256``, the one checkpoints record), so a stale
+    fingerprint would show here too."""
 
     priority = 'LOW'
 
@@ -42,22 +35,21 @@ class FrozenTrunkCheckHook(Hook):
         self._before: Optional[str] = None
 
     @staticmethod
-    def _trunk(runner):
+    def _backbone(runner):
         backbone = getattr(_unwrap(runner.model), 'backbone', None)
-        if not hasattr(backbone, 'tuned_trunk_names'):  # not a FrozenViT-family backbone
+        if not hasattr(backbone, 'trunk_sha256'):  # not a FrozenViT-family backbone
             return None
-        tuned = backbone.tuned_trunk_names()
-        return [(n, t) for n, t in backbone.trunk.state_dict().items() if n not in tuned]
+        return backbone
 
     def before_train(self, runner) -> None:
-        trunk = self._trunk(runner)
-        if trunk is None:
-            return
-        self._before = tensors_sha256(trunk)
+        backbone = self._backbone(runner)
+        if backbone is not None:
+            self._before = backbone.trunk_sha256()
 
     def after_train(self, runner) -> None:
-        trunk = self._trunk(runner)
-        if trunk is not None and self._before is not None:
+        backbone = self._backbone(runner)
+        if backbone is not None and self._before is not None:
+            trunk = backbone.frozen_trunk_tensors()
             after = tensors_sha256(trunk)
             if after != self._before:
                 raise RuntimeError(f'the frozen trunk changed during training (sha256 '

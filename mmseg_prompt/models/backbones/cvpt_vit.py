@@ -191,6 +191,11 @@ class CVPTViT(FrozenViT):
                 raise ValueError(f'guided block {i} has no prompts to guide: give it '
                                  f'num_prompts > 0')
 
+    def weights_layout(self) -> dict:
+        """:meth:`FrozenViT.weights_layout` plus the prompts per block and the guided blocks."""
+        return dict(super().weights_layout(), num_prompts=list(self.prompts.counts),
+                    guided_blocks=list(self.guided_blocks))
+
     def forward(self, x):
         self.guidance = {}
         return super().forward(x)

@@ -66,6 +66,12 @@ class DAVPTViT(VPTDeepViT):
         self.metric_guided = False  # MetricGuidedEncoderDecoder sets it
         self._plain_warned = False
 
+    def weights_layout(self) -> dict:
+        """VPT-Deep's layout (the counts include the guided prompts) plus the guided blocks
+        and DA-VPT+'s bias tuning."""
+        return dict(super().weights_layout(), guided_blocks=list(self.guided_blocks),
+                    bias_tuning=self.bias_tuning)
+
     def block_prompt_counts(self, num_prompts) -> list:
         counts = super().block_prompt_counts(num_prompts)
         for i in _normalise_indices(self._guided_spec, len(counts)):

@@ -6,8 +6,9 @@ trains (unless ``trunk_train_mode=True``). Prompt methods subclass :class:`Froze
 :meth:`FrozenViT.forward_block`, the one place where a block runs, so that each method's file shows
 only what it adds.
 """
+import logging
 from contextlib import contextmanager
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -17,6 +18,8 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
+from . import provenance
+from .provenance import PROVENANCE_KEY, tensors_sha256
 from .trunk_weights import TrunkWeightsError, load_trunk_weights
 
 # The paper's trunk (methods.md): ViT-L/16, ImageNet-21k, the 'orig_in21k_ft_in1k' weights.
@@ -44,6 +47,12 @@ class FrozenViT(BaseModule):
         with_cp: activation checkpointing of every block while training: the frozen blocks'
             activations are recomputed in the backward pass instead of stored (gradients still
             flow through them to the prompts). Saves memory, costs one more forward.
+        allow_other_trunk: load a tuned-only checkpoint trained with another frozen trunk than
+            this one (another file of the same architecture) with a warning instead of an error.
+
+    Checkpoints: ``state_dict()`` leaves the frozen trunk out and adds ``provenance``, a record
+    of the trunk's sha256, the backbone type and :meth:`weights_layout` (see ``provenance.py``);
+    loading checks it (:meth:`_load_from_state_dict`).
 
     Input (B, C, H, W), any H and W: the patch embedding pads right and bottom to a multiple of
     the patch size, so 234x345 gives a 15x22 grid. Output: a tuple with one (B, D, ceil(H/p),
@@ -60,6 +69,7 @@ class FrozenViT(BaseModule):
                  trunk_train_mode: bool = False,
                  model_kwargs: Optional[dict] = None,
                  with_cp: bool = False,
+                 allow_other_trunk: bool = False,
                  init_cfg=None):
         _check_init_cfg(init_cfg, pretrained)
         super().__init__(init_cfg=init_cfg)
@@ -83,18 +93,24 @@ class FrozenViT(BaseModule):
             raise ValueError(f'output_cls_token=True, but {model_name} has no class token')
         self.trunk_train_mode = trunk_train_mode
         self.with_cp = with_cp
+        self.img_size = sizes
+        self.allow_other_trunk = allow_other_trunk
         self.embed_dim = self.trunk.embed_dim
         self.num_prefix_tokens = self.trunk.num_prefix_tokens
         self._counts_logged = False
         # Where the frozen trunk came from; None while it is randomly initialised.
         self.trunk_source: Optional[str] = None
+        # The frozen trunk's sha256: computed when first needed after each trunk load.
+        self._trunk_sha256: Optional[str] = None
         # Checkpoints hold only what trains; the export tool sets this to save the trunk too.
         self.save_frozen_trunk = False
+        self._with_provenance = True  # False while loading compares state dicts
         if pretrained is not None:
             load_trunk_weights(self.trunk, pretrained, model_name)
-            self.trunk_source = str(pretrained)
+            self._trunk_loaded(str(pretrained))
         self.trunk.requires_grad_(False)
         self._register_state_dict_hook(_drop_frozen_trunk)
+        self.register_state_dict_post_hook(_add_provenance)
 
     @property
     def depth(self) -> int:
@@ -110,8 +126,41 @@ class FrozenViT(BaseModule):
         if cfg is not None and not self._is_init:
             load_trunk_weights(self.trunk, cfg['checkpoint'], self.model_name,
                                prefix=cfg.get('prefix', '') or '')
-            self.trunk_source = str(cfg['checkpoint'])
+            self._trunk_loaded(str(cfg['checkpoint']))
         self._is_init = True
+
+    def _trunk_loaded(self, source: str):
+        """Record where the trunk now comes from; its fingerprint is computed again when
+        needed."""
+        self.trunk_source = source
+        self._trunk_sha256 = None
+
+    # ------------------------------------------------------------------ provenance
+    def frozen_trunk_tensors(self) -> List[Tuple[str, torch.Tensor]]:
+        """(name, tensor) of every frozen trunk tensor, in state-dict order."""
+        tuned = self.tuned_trunk_names()
+        return [(n, t) for n, t in self.trunk.state_dict().items() if n not in tuned]
+
+    def trunk_sha256(self) -> str:
+        """sha256 of the frozen trunk (names, shapes, dtypes, bytes), computed once per trunk
+        load (a ViT-L trunk takes seconds) and cached."""
+        if self._trunk_sha256 is None:
+            self._trunk_sha256 = tensors_sha256(self.frozen_trunk_tensors())
+        return self._trunk_sha256
+
+    def weights_layout(self) -> dict:
+        """The options, by ``model.backbone`` key, that give the tuned weights their meaning
+        beyond their shapes (which features the neck gets; prompt methods add theirs)."""
+        return dict(out_indices=list(self.out_indices), final_norm=self.final_norm)
+
+    def provenance(self, with_trunk: bool = True) -> dict:
+        """The record a checkpoint carries (see ``provenance.py``); ``with_trunk=False``
+        leaves the trunk's fingerprint out (not computed)."""
+        trunk = dict(sha256=self.trunk_sha256(), source=self.trunk_source) if with_trunk \
+            else None
+        return dict(format=provenance.FORMAT, backbone=type(self).__name__,
+                    model_name=self.model_name, img_size=list(self.img_size), trunk=trunk,
+                    layout=self.weights_layout())
 
     # ------------------------------------------------------------------ checkpoints
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -119,15 +168,20 @@ class FrozenViT(BaseModule):
         """Load a tuned-only checkpoint (the trunk is kept from the pretrained file) or a full one.
 
         Anything that would leave this backbone silently different from the checkpoint's is an
-        error: a tuned-only checkpoint without a pretrained trunk to put back, or tuned tensors
-        (prompts, ...) missing, extra or of another shape (another prompt count, another width).
+        error: a tuned-only checkpoint without a pretrained trunk to put back, tuned tensors
+        (prompts, ...) missing, extra or of another shape (another prompt count, another width),
+        and a provenance record naming another backbone type, another layout or (tuned-only
+        checkpoints) another frozen trunk. A checkpoint without the record (written before it
+        existed) loads with a warning.
         """
         trunk_prefix = prefix + 'trunk.'
+        saved = state_dict.pop(prefix + PROVENANCE_KEY, None)
         own_trunk = self.trunk.state_dict()
         in_ckpt = {k[len(trunk_prefix):] for k in state_dict if k.startswith(trunk_prefix)}
         tuned = self.tuned_trunk_names()
         frozen = {k for k in own_trunk if k not in tuned}
-        if not frozen & in_ckpt:  # a tuned-only checkpoint: put the pretrained trunk back
+        tuned_only = not frozen & in_ckpt
+        if tuned_only:  # put the pretrained trunk back
             if self.trunk_source is None and self.init_cfg is not None:
                 self.init_weights()
             if self.trunk_source is None:
@@ -138,17 +192,43 @@ class FrozenViT(BaseModule):
                     f'load a full checkpoint (tools/export_full_checkpoint.py)')
             for name in frozen:
                 state_dict[trunk_prefix + name] = own_trunk[name]
-            print_log(f'{type(self).__name__}: the checkpoint holds tuned weights only; the frozen '
-                      f'trunk stays as loaded from {self.trunk_source}', logger='current')
         else:
             _check_tensors(state_dict, trunk_prefix, own_trunk, 'the frozen trunk',
                            f'a full checkpoint of another trunk than {self.model_name}')
-        tuned = {k: v for k, v in self.state_dict().items() if not k.startswith('trunk.')}
+        self._with_provenance = False
+        try:
+            tuned = {k: v for k, v in self.state_dict().items() if not k.startswith('trunk.')}
+        finally:
+            self._with_provenance = True
         _check_tensors(state_dict, prefix, tuned, f'{type(self).__name__}\'s tuned weights',
                        'a checkpoint trained with other prompt settings (num_prompts, '
                        'model_name, embed_dim) or another backbone type', extra_ok=('trunk.',))
+        self._check_provenance(saved, prefix + PROVENANCE_KEY, tuned_only)
+        if tuned_only:
+            print_log(f'{type(self).__name__}: the checkpoint holds tuned weights only; the frozen '
+                      f'trunk stays as loaded from {self.trunk_source} (sha256 '
+                      f'{self.trunk_sha256()[:16]})', logger='current')
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+        if not tuned_only:  # the trunk now is the checkpoint's
+            self._trunk_loaded('a full checkpoint')
+
+    def _check_provenance(self, saved, key: str, tuned_only: bool):
+        """Compare the checkpoint's provenance record with this backbone's (the trunk too for
+        a tuned-only checkpoint); a checkpoint without one loads with a warning."""
+        if saved is None:
+            print_log(f'{type(self).__name__}: the checkpoint has no `{key}` (it was written '
+                      f'before checkpoints recorded their frozen trunk, backbone type and prompt '
+                      f'layout), so none of them can be checked: make sure '
+                      f'model.backbone.pretrained is the trunk it was trained with. Checkpoints '
+                      f'saved from now on carry the record.', logger='current',
+                      level=logging.WARNING)
+            return
+        note = provenance.compare(provenance.decode(saved, key),
+                                  self.provenance(with_trunk=tuned_only), key,
+                                  check_trunk=tuned_only, allow_other_trunk=self.allow_other_trunk)
+        if note:
+            print_log(f'{type(self).__name__}: {note}', logger='current', level=logging.WARNING)
 
     def tuned_trunk_names(self) -> set:
         """Names of trunk parameters that train (none unless a method unfreezes some)."""
@@ -226,6 +306,13 @@ def _drop_frozen_trunk(module: FrozenViT, state_dict, prefix, local_metadata):
         if key[len(trunk_prefix):] not in tuned:
             del state_dict[key]
     return state_dict
+
+
+def _add_provenance(module: FrozenViT, state_dict, prefix, local_metadata) -> None:
+    """State-dict hook: add the provenance record (trunk sha256, type, layout) as a uint8
+    tensor under ``<prefix>provenance``."""
+    if module._with_provenance:
+        state_dict[prefix + PROVENANCE_KEY] = provenance.encode(module.provenance())
 
 
 def _check_tensors(state_dict, prefix, expected, what, likely, extra_ok=()):

@@ -39,6 +39,10 @@ class VPTDeepViT(FrozenViT):
                                 patch_embed.proj.in_channels)
         self.prompts = BlockPrompts(counts, self.embed_dim, [bound] * self.depth, prompt_dropout)
 
+    def weights_layout(self) -> dict:
+        """:meth:`FrozenViT.weights_layout` plus the prompts per block."""
+        return dict(super().weights_layout(), num_prompts=list(self.prompts.counts))
+
     def block_prompt_counts(self, num_prompts) -> list:
         """M_l for every block (subclasses may change some blocks' counts)."""
         return prompt_counts(num_prompts, self.depth)
