@@ -15,7 +15,9 @@ data_preprocessor = dict(
     pad_val=0,
     seg_pad_val=255)
 model = dict(
-    type='EncoderDecoder',
+    # mmseg's EncoderDecoder, but a checkpoint whose neck or head tensors do not fit is refused
+    # on every loading path (mmengine's load_checkpoint would log a size mismatch and go on).
+    type='StrictEncoderDecoder',
     data_preprocessor=data_preprocessor,
     backbone=dict(
         type='FrozenViT',

@@ -1,3 +1,4 @@
 from .metric_guided import MetricGuidedEncoderDecoder
+from .strict_encoder_decoder import StrictEncoderDecoder
 
-__all__ = ['MetricGuidedEncoderDecoder']
+__all__ = ['MetricGuidedEncoderDecoder', 'StrictEncoderDecoder']

@@ -20,17 +20,17 @@ import torch
 import torch.nn.functional as F
 from mmengine.dist import all_reduce, broadcast, get_rank, is_distributed
 from mmengine.logging import print_log
-from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 
 from ..losses import proxy_anchor_loss
 from ..utils import (cosine_kmeans, farthest_first_init, map_unseen, patch_labels,
                      sample_per_class)
+from .strict_encoder_decoder import StrictEncoderDecoder
 
 
 @MODELS.register_module()
-class MetricGuidedEncoderDecoder(EncoderDecoder):
-    """EncoderDecoder plus DA-VPT's metric losses on the backbone's guided prompts.
+class MetricGuidedEncoderDecoder(StrictEncoderDecoder):
+    """``StrictEncoderDecoder`` plus DA-VPT's metric losses on the backbone's guided prompts.
 
     Args:
         metric_cfg: options of the guidance, defaults in brackets:
