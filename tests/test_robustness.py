@@ -185,7 +185,9 @@ def test_trunk_check_catches_a_changed_trunk(tiny_trunk_file):
 
 # ---------------------------------------------------------------------------- distributed
 def test_two_process_gloo_training(toy, tmp_path):
-    env = dict(ENV, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000))
+    # two CPU processes on gloo, also on a machine with one GPU (two NCCL ranks would need two)
+    env = dict(ENV, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000),
+               CUDA_VISIBLE_DEVICES='')
     res = subprocess.run(['bash', f'{REPO}/tools/dist_train.sh', CVPT, '2', '--work-dir',
                           str(tmp_path), '--cfg-options', *toy['opts'], 'train_cfg.max_iters=2',
                           'default_hooks.checkpoint.interval=2'],
