@@ -17,7 +17,7 @@ model = dict(
     metric_cfg=dict(
         # beta, lambda: DA-VPT's fine-grained setting (it publishes no segmentation value)
         beta=0.05, lambda_cls=0.05,
-        scale=5.0, alpha=32.0, delta=0.1,  # DA-VPT's code (methods.md: trust the code here)
+        scale=5.0, alpha=32.0, delta=0.1,  # DA-VPT's code (docs/methods.md)
         positive_mean='paper',  # eq. 4: positives averaged over prompts that have some
         token_side='cross_query', prompt_side='cross_key',  # CVPT's cross-attention logit
         max_patches_per_class=32),

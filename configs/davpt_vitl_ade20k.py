@@ -2,7 +2,7 @@
 # on a frozen ViT-L/16 (ImageNet-21k) with UperNet:
 # ADE20K (150 classes), crop 512, 160k iterations, total batch 16.
 # The dense adaptation (patch labels from the masks, multi-label class token) is this
-# project's: see the README, "DA-VPT for segmentation", and methods.md.
+# project's: see the README, "DA-VPT for segmentation", and docs/methods.md.
 # Recipe sources:
 # - prompts: VPT-Deep base with 10 prompts per block; the last block carries 20 guided prompts,
 #   one per cluster of classes (the paper finds about 20 best, loss in the last block best).
@@ -33,7 +33,7 @@ model = dict(
     metric_cfg=dict(
         # beta, lambda: DA-VPT's fine-grained setting (it publishes no segmentation value)
         beta=0.05, lambda_cls=0.05,
-        scale=5.0, alpha=32.0, delta=0.1,  # DA-VPT's code (methods.md: trust the code here)
+        scale=5.0, alpha=32.0, delta=0.1,  # DA-VPT's code (docs/methods.md)
         positive_mean='paper',  # eq. 4: positives averaged over prompts that have some
         token_side='attn_out', prompt_side='query',  # the paper (the code: block_in, raw)
         max_patches_per_class=32),

@@ -72,7 +72,7 @@ def test_bias_tuning_adds_a_kv_delta_and_never_changes_the_pretrained_bias(tiny_
 
 
 def loss_by_hand(feats, proxies, pos, r=5.0, alpha=32.0, delta=0.1, mean='paper'):
-    """The formula of methods.md, with plain Python loops."""
+    """The formula of docs/methods.md, with plain Python loops."""
     N, M = pos.shape
     pos_sum, neg_sum = 0.0, 0.0
     for k in range(M):

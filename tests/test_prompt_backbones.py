@@ -30,7 +30,7 @@ def timm_reference(path, device='cpu'):
 
 
 def cross_attention_by_hand(x, P, attn):
-    """methods.md's CrossAttn(x, P) written out with einsum from the block's weights."""
+    """docs/methods.md's CrossAttn(x, P) written out with einsum from the block's weights."""
     D = x.shape[-1]
     H = attn.num_heads
     d = D // H

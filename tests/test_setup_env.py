@@ -43,7 +43,7 @@ def _fake_include(tmp_path, macros_text):
 
 
 def test_torch_requiring_cxx20_is_refused(tmp_path):
-    # the guard torch 2.15's headers carry (install.md)
+    # the guard torch 2.15's headers carry (docs/install.md)
     inc = _fake_include(tmp_path, '#if __cplusplus < 202002L\n#error C++20 or later compatible '
                                   'compiler is required to use ATen.\n#endif\n')
     with pytest.raises(setup_env.SetupError) as e:

@@ -17,7 +17,7 @@ class ClassPromptMappingHook(Hook):
     - Before training, unless a checkpoint restored a mapping: class means of the frozen,
       prompt-free trunk over a bounded number of training batches (``init_max_iters``; it stops
       earlier once every class has been seen in ``init_images_per_class`` images), then cosine
-      k-means (methods.md). The random state is saved and restored around this pass, so the
+      k-means (docs/methods.md). The random state is saved and restored around this pass, so the
       training that follows draws the same data with or without it.
     - Every ``interval`` iterations: k-means again on the class means accumulated by the
       prompted model since the last clustering, warm-started from the previous centroids (the

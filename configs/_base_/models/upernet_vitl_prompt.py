@@ -1,7 +1,7 @@
 # ViT-L/16 frozen trunk -> Feature2Pyramid -> UPerHead, with an FCN auxiliary head.
 # Structure after mmseg's BEiT-L UperNet (features of blocks 7, 11, 15, 23; rescales 4, 2, 1, 0.5),
-# the closest ViT-L UperNet in mmseg (methods.md). The top-level config picks the prompt method by
-# setting `model.backbone.type` and its prompt options.
+# the closest ViT-L UperNet in mmseg (docs/methods.md). The top-level config picks the prompt
+# method by setting `model.backbone.type` and its prompt options.
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 embed_dim = 1024
 data_preprocessor = dict(

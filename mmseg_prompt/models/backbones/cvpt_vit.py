@@ -1,6 +1,6 @@
 """CVPT (ICCV 2025): prompts that image tokens read through cross-attention, after self-attention.
 
-Per block l, with x (B, N, D) the residual stream, class token included (methods.md):
+Per block l, with x (B, N, D) the residual stream, class token included (docs/methods.md):
 
     x = x + DropPath(SelfAttn(LN1(x)))
     x = x + CrossAttn(x, P_l)          # no LayerNorm, no DropPath on this branch

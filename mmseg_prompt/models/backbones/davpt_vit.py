@@ -1,6 +1,6 @@
 """DA-VPT (CVPR 2025): VPT-Deep whose guided blocks carry prompts that act as class proxies.
 
-The backbone is VPT-Deep plus two things (methods.md):
+The backbone is VPT-Deep plus two things (docs/methods.md):
 
 - the guided blocks (default: the last) carry M guided prompts, one per cluster of classes, and
   record what the metric loss compares: the block's attention output at the patch tokens (the

@@ -22,7 +22,7 @@ from . import provenance
 from .provenance import PROVENANCE_KEY, tensors_sha256
 from .trunk_weights import TrunkWeightsError, load_trunk_weights
 
-# The paper's trunk (methods.md): ViT-L/16, ImageNet-21k, the 'orig_in21k_ft_in1k' weights.
+# The paper's trunk (docs/methods.md): ViT-L/16, ImageNet-21k, the 'orig_in21k_ft_in1k' weights.
 DEFAULT_MODEL = 'vit_large_patch16_384'
 
 

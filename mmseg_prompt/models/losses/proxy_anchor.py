@@ -6,7 +6,7 @@ import torch.nn.functional as F
 def proxy_anchor_loss(features: torch.Tensor, proxies: torch.Tensor, positives: torch.Tensor,
                       scale: float = 5.0, alpha: float = 32.0, delta: float = 0.1,
                       positive_mean: str = 'paper') -> torch.Tensor:
-    """L_ML between N features and M proxies (methods.md, DA-VPT).
+    """L_ML between N features and M proxies (docs/methods.md, DA-VPT).
 
     With s_ik = scale * cos(x_i, p_k):
 

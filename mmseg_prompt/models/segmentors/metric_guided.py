@@ -1,7 +1,7 @@
 """DA-VPT's metric guidance for dense prediction, as an mmseg segmentor.
 
 Total loss = decode (+ auxiliary) losses + beta * L_ML(X, P) + lambda * L_ML(P, x_cls), with
-L_ML the Proxy-Anchor loss of ``proxy_anchor_loss`` and, per methods.md's dense decision:
+L_ML the Proxy-Anchor loss of ``proxy_anchor_loss`` and, per docs/methods.md's dense decision:
 
 - X: patch features of the guided block, labelled with the majority ground-truth label of each
   patch (patches dominated by the ignore index left out), at most ``max_patches_per_class`` per
@@ -125,7 +125,7 @@ class MetricGuidedEncoderDecoder(StrictEncoderDecoder):
 
     @torch.no_grad()
     def recluster(self) -> bool:
-        """Cosine k-means of the LayerNorm-ed class means into the M prompts (methods.md).
+        """Cosine k-means of the LayerNorm-ed class means into the M prompts (docs/methods.md).
 
         Class sums and counts are all-reduced first under distributed training; the first run
         starts from ``farthest_first_init`` (drawn with ``seed``), later runs warm-start from the

@@ -1,4 +1,4 @@
-"""Cosine k-means: DA-VPT's clustering of class means into prompts (methods.md)."""
+"""Cosine k-means: DA-VPT's clustering of class means into prompts (docs/methods.md)."""
 from typing import Optional, Tuple
 
 import torch

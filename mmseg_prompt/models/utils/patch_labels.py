@@ -1,4 +1,4 @@
-"""Dense labels at the patch grid: DA-VPT's adaptation to segmentation (methods.md)."""
+"""Dense labels at the patch grid: DA-VPT's adaptation to segmentation (docs/methods.md)."""
 from typing import Tuple
 
 import torch
