@@ -181,8 +181,10 @@ def test_cross_attention_uses_the_blocks_own_tensors(tiny_trunk_file):
             before = after
         attn.proj.weight.mul_(2.0)
         assert (bb.cross_attn(x, P, attn) - before).abs().max() > 1e-3
-    # nothing beyond the trunk and the prompts is stored: no copied projection weights
-    extra = [k for k in bb.state_dict() if not k.startswith(('trunk.', 'prompts.tokens.'))]
+    # nothing beyond the trunk, the prompts and the provenance record is stored: no copied
+    # projection weights
+    extra = [k for k in bb.state_dict()
+             if not k.startswith(('trunk.', 'prompts.tokens.')) and k != 'provenance']
     assert extra == []
 
 
