@@ -2,13 +2,20 @@
 
 The exact versions this project is tested with are pinned in requirements/constraints.txt;
 `make setup` (tools/setup_env.py) installs them, including mmcv built from source with its ops.
+A wheel (`pip install .`) carries configs/ and the user tools in mmseg_prompt/.mim/, as
+mmsegmentation ships its own, so that configs can inherit `mmseg_prompt::<folder>/<file>.py`.
 """
 import re
+import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
+URL = 'https://github.com/mmseg-prompt/mmseg-prompt'
+# tools/ of a source checkout only: its environment set-up, and the example that writes into it
+CHECKOUT_ONLY_TOOLS = ('setup_env.py', 'demo.py')
 
 
 def read_requirements(name):
@@ -22,6 +29,24 @@ def get_version():
     return re.search(r"__version__ = '([^']+)'", text).group(1)
 
 
+class BuildPyWithMim(build_py):
+    """``build_py`` that also copies configs/ and tools/ into ``mmseg_prompt/.mim/`` of the build
+    (mmsegmentation's layout), where mmengine looks up ``mmseg_prompt::`` bases. An editable
+    install gets none: it runs the checkout's own configs and tools."""
+
+    def run(self):
+        super().run()
+        if self.editable_mode:
+            return
+        mim = Path(self.build_lib) / 'mmseg_prompt' / '.mim'
+        ignore = shutil.ignore_patterns('__pycache__', '*.pyc', *CHECKOUT_ONLY_TOOLS)
+        for name in ('configs', 'tools'):
+            shutil.rmtree(mim / name, ignore_errors=True)
+            shutil.copytree(HERE / name, mim / name, ignore=ignore)
+        # mmengine reads this index before it falls back to .mim/configs/<path>; no model zoo
+        (mim / 'model-index.yml').write_text('Import: []\n')
+
+
 setup(
     name='mmseg_prompt',
     version=get_version(),
@@ -33,4 +58,26 @@ setup(
     install_requires=read_requirements('runtime'),
     extras_require={'tests': read_requirements('tests')},
     license='Apache-2.0',
+    author='mmseg-prompt contributors',
+    url=URL,
+    project_urls={
+        'Source': URL,
+        'Issues': f'{URL}/issues',
+        'mmsegmentation': 'https://github.com/open-mmlab/mmsegmentation',
+    },
+    keywords=['semantic segmentation', 'visual prompt tuning', 'parameter-efficient fine-tuning',
+              'vision transformer', 'mmsegmentation', 'CVPT', 'DA-VPT', 'VPT'],
+    classifiers=[
+        'Development Status :: 3 - Alpha',
+        'Intended Audience :: Science/Research',
+        'Operating System :: POSIX :: Linux',
+        'Programming Language :: Python :: 3',
+        'Programming Language :: Python :: 3.10',
+        'Programming Language :: Python :: 3.11',
+        'Programming Language :: Python :: 3.12',
+        'Topic :: Scientific/Engineering :: Artificial Intelligence',
+        'Topic :: Scientific/Engineering :: Image Recognition',
+    ],
+    cmdclass={'build_py': BuildPyWithMim},
+    zip_safe=False,
 )

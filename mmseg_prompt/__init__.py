@@ -11,5 +11,6 @@ allow_mmengine_checkpoints()
 use_atomic_checkpoint_saves()
 
 from . import datasets, engine, models  # noqa: E402,F401  (registers the modules)
+from . import registry  # noqa: E402,F401  (the mmseg_prompt:: scope of installed configs)
 
 __all__ = ['__version__', 'allow_mmengine_checkpoints', 'use_atomic_checkpoint_saves']
