@@ -30,8 +30,6 @@ import subprocess
 import sys
 import time
 
-import torch.nn as nn
-
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 METHOD_TYPES = dict(trunk='FrozenViT', vpt='VPTDeepViT', cvpt='CVPTViT')
@@ -71,7 +69,8 @@ def parse_args(argv=None):
     p.add_argument('--rounds', type=int, default=1,
                    help='run the sweep this many times, cases interleaved; report medians')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
-    p.add_argument('--out', default=osp.join(REPO, 'work_dirs', 'benchmark_prompts'))
+    p.add_argument('--out', default=osp.join('work_dirs', 'benchmark_prompts'),
+                   help='output folder (default: work_dirs/benchmark_prompts of the current one)')
     p.add_argument('--report', metavar='RESULTS_JSON', nargs='+',
                    help='print the table and ratios of a saved results.json and redraw its plot; '
                    'with two (eager, then --compile), also the speed-up of each case')
@@ -115,23 +114,12 @@ def build(args, method, prompts):
     return MODELS.build(model)
 
 
-class _Forward(nn.Module):
-    """The segmentor's plain forward (backbone, neck, decode head), for timing and tracing."""
-
-    def __init__(self, segmentor):
-        super().__init__()
-        self.segmentor = segmentor
-
-    def forward(self, x):
-        return self.segmentor._forward(x)
-
-
 def run_case(args, method, prompts):
     import torch
-    from mmengine.analysis import FlopAnalyzer
     from mmengine.registry import init_default_scope
 
     import mmseg_prompt  # noqa: F401
+    from mmseg_prompt.utils.complexity import SegmentorForward, flop_analyzer
     init_default_scope('mmseg')
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -235,10 +223,7 @@ def run_case(args, method, prompts):
         model = build(args, method, prompts)
     model.float().cpu().eval()
     xc = x.float().cpu()
-    target = model if args.head == 'none' else _Forward(model)
-    analyzer = FlopAnalyzer(target, (xc,))
-    analyzer.set_op_handle('aten::scaled_dot_product_attention', _sdpa_flops)
-    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    analyzer = flop_analyzer(model if args.head == 'none' else SegmentorForward(model), (xc,))
     result['gflops'] = analyzer.total() / 1e9
     result['unsupported_ops'] = dict(analyzer.unsupported_ops())
     return result
@@ -279,18 +264,6 @@ def _train_flops(forward_loss, tuned):
     for p in tuned:
         p.grad = None
     return counter.get_total_flops() / 2  # torch counts a multiply-add as 2
-
-
-def _sdpa_flops(inputs, outputs):
-    """Q K^T and A V: 2 B H N M d multiply-adds."""
-    from mmengine.analysis.jit_handles import get_shape
-    q, k = get_shape(inputs[0]), get_shape(inputs[1])
-    *batch, n, d = q
-    m = k[-2]
-    count = n * m * d * 2
-    for b in batch:
-        count *= b
-    return count
 
 
 # ---------------------------------------------------------------------------- the table
