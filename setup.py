@@ -43,6 +43,13 @@ class BuildPyWithMim(build_py):
         for name in ('configs', 'tools'):
             shutil.rmtree(mim / name, ignore_errors=True)
             shutil.copytree(HERE / name, mim / name, ignore=ignore)
+        # mmengine 0.10.7 resolves `pkg::` only for `<folder>/<file>.py`: the top-level configs
+        # get one-line aliases in vitl/, so `mmseg_prompt::vitl/cvpt_vitl_ade20k.py` works
+        (mim / 'configs' / 'vitl').mkdir()
+        for cfg in sorted((HERE / 'configs').glob('*.py')):
+            (mim / 'configs' / 'vitl' / cfg.name).write_text(
+                f'# configs/{cfg.name}, reachable as mmseg_prompt::vitl/{cfg.name}\n'
+                f"_base_ = ['../{cfg.name}']\n")
         # mmengine reads this index before it falls back to .mim/configs/<path>; no model zoo
         (mim / 'model-index.yml').write_text('Import: []\n')
 

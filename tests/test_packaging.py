@@ -133,6 +133,34 @@ def test_a_config_in_another_folder_inherits_and_builds_the_installed_one(instal
     assert got['backbone'] == 'CVPTViT' and got['shape'] == [1, 150, 32, 32]
 
 
+def test_the_top_level_configs_inherit_through_their_vitl_alias(installed, tmp_path):
+    """mmengine resolves `pkg::` only with a folder; `mmseg_prompt::vitl/<config>` reaches each
+    top-level ViT-L config of the wheel, and a bare `mmseg_prompt::<config>` is mmengine's
+    error, not a silent other file."""
+    code = NO_EDITABLE + textwrap.dedent("""
+        import json, sys
+        import mmseg_prompt
+        from mmengine.config import Config
+        cfg = Config.fromfile(sys.argv[1])
+        print(json.dumps(dict(text=cfg.text, backbone=cfg.model.backbone.type,
+                              prompts=cfg.model.backbone.get('num_prompts'),
+                              classes=cfg.model.decode_head.num_classes)))
+    """)
+    for name, backbone, classes in (('cvpt_vitl_ade20k.py', 'CVPTViT', 150),
+                                    ('vpt_vitl_pascal_context.py', 'VPTDeepViT', 59)):
+        cfg = tmp_path / f'my_{name}'
+        cfg.write_text(f"_base_ = ['mmseg_prompt::vitl/{name}']\n")
+        res = in_site(installed, ['-c', code, cfg], cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-3000:]
+        got = json.loads(res.stdout.strip().splitlines()[-1])
+        assert str(installed['mim'] / 'configs' / name) in got['text']
+        assert got['backbone'] == backbone and got['classes'] == classes
+    bare = tmp_path / 'bare.py'
+    bare.write_text("_base_ = ['mmseg_prompt::cvpt_vitl_ade20k.py']\n")
+    res = in_site(installed, ['-c', code, bare], cwd=tmp_path)
+    assert res.returncode != 0 and 'relative config path' in res.stderr
+
+
 def test_the_installed_train_tool_runs_that_config(installed, user_config):
     """The installed tools/train.py, from the user's folder: one iteration, a checkpoint, a
     validation, with every module built from the `mmseg_prompt` scope."""
