@@ -65,10 +65,12 @@ def build(case: str, device: str, **kw) -> torch.nn.Module:
     cfg = dict(model_name=TINY_NAME, img_size=64, model_kwargs=TRUNK, out_indices=(0, 1),
                **CASES[case])
     cfg.update(kw)
-    bb = MODELS.build(cfg)
-    if case.startswith('DAVPT') and case != 'DAVPT-unguided':
-        bb.metric_guided = True  # what MetricGuidedEncoderDecoder sets
-    return bb.to(device)
+    return MODELS.build(cfg).to(device)
+
+
+def guided_forward(bb: torch.nn.Module):
+    """What MetricGuidedEncoderDecoder runs: the forward that also returns the guided features."""
+    return bb.forward_guided if bb.guided_blocks else bb
 
 
 @pytest.mark.parametrize('case, mode', [(c, m) for c in CASES for m in ('train', 'eval')
@@ -78,19 +80,23 @@ def test_backbone_compiles_without_graph_breaks(case, mode, device):
     torch.compiler.reset()
     # a fresh model's first call, as one graph (a first-call-only side effect would break it)
     bb = build(case, device).train(mode == 'train')
+    fn = bb if case.endswith('-unguided') else guided_forward(bb)
     try:
-        torch.compile(bb, backend='eager', fullgraph=True)(x)
+        torch.compile(fn, backend='eager', fullgraph=True)(x)
     except Exception as e:  # noqa: BLE001  (the message names the break)
         pytest.fail(f'{case} ({mode}) does not compile as one graph: {e}')
-    explained = torch._dynamo.explain(build(case, device).train(mode == 'train'))(x)
+    bb = build(case, device).train(mode == 'train')
+    fn = bb if case.endswith('-unguided') else guided_forward(bb)
+    explained = torch._dynamo.explain(fn)(x)
     reasons = [r.reason.splitlines()[0] for r in explained.break_reasons]
     assert explained.graph_break_count == 0, f'{case} ({mode}): {reasons}'
     assert explained.graph_count == 1
 
 
 def test_unguided_davpt_warns_once_and_never_inside_a_compiled_forward():
-    """DA-VPT without MetricGuidedEncoderDecoder warns once, at ``train()`` or at the first eager
-    training forward; a compiled forward skips it (logging would break the graph)."""
+    """DA-VPT trained through the plain forward (no MetricGuidedEncoderDecoder, which runs
+    ``forward_guided``) warns once, at the first eager training forward; a compiled forward skips
+    it (logging would break the graph); the guided forward and eval never warn."""
     x = torch.randn(1, 3, 32, 32)
     with logged_messages() as logged:
         def warnings():
@@ -102,10 +108,10 @@ def test_unguided_davpt_warns_once_and_never_inside_a_compiled_forward():
         bb(x)
         bb(x)
         assert len(warnings()) == 1
-        build('DAVPT-unguided', 'cpu').train()
+        build('DAVPT-unguided', 'cpu').train()(x)
         assert len(warnings()) == 2
-        build('DAVPT', 'cpu').train()  # guided: no warning
-        build('DAVPT-unguided', 'cpu').eval()
+        build('DAVPT', 'cpu').train().forward_guided(x)  # guided: no warning
+        build('DAVPT-unguided', 'cpu').eval()(x)
         assert len(warnings()) == 2
 
 

@@ -21,7 +21,7 @@ def test_the_issue_configs_exist():
             'vpt_vitl_pascal_context.py', 'example/cvpt_tiny_ade20k_synthetic.py',
             'davpt_vitl_ade20k.py', 'davpt_vitl_pascal_context.py', 'davpt_plus_vitl_ade20k.py',
             'davpt_plus_vitl_pascal_context.py', 'cvpt_guided_vitl_ade20k.py',
-            'example/davpt_tiny_ade20k_synthetic.py'} <= names
+            'example/davpt_tiny_ade20k_synthetic.py', 'cvpt_plus_vitl_ade20k.py'} <= names
 
 
 @pytest.mark.parametrize('path', TOP_LEVEL, ids=lambda p: osp.relpath(p, REPO))

@@ -28,15 +28,19 @@ def test_guided_block_carries_m_prompts_and_matches_vpt_deep(tiny_trunk_file):
     vpt.prompts.load_state_dict(da.prompts.state_dict())
     x = torch.randn(2, 3, 48, 64)
     with torch.no_grad():
-        for a, b in zip(da(x), vpt(x)):
+        outs, guidance = da.forward_guided(x)
+        for a, b in zip(outs, vpt(x)):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    g = da.guidance[2]
+        for a, b in zip(outs, da(x)):  # the plain forward gives the same features
+            torch.testing.assert_close(a, b)
+    g = guidance[2]
     assert g['attn_out'].shape == g['block_in'].shape == (2, 12, 64)
     assert g['prompts'].shape == (5, 64) and g['cls'].shape == (2, 64)
     # the paper's prompt side: P W_q + b_q with the block's frozen weights
     attn = da.trunk.blocks[2].attn
     expected = da.prompts.get(2) @ attn.qkv.weight[:64].t() + attn.qkv.bias[:64]
-    torch.testing.assert_close(da.prompt_queries(2), expected)
+    _, prompt_queries, _ = da.metric_features(guidance, 2, 'attn_out', 'query')
+    torch.testing.assert_close(prompt_queries, expected)
 
 
 def test_bias_tuning_adds_a_kv_delta_and_never_changes_the_pretrained_bias(tiny_trunk_file):
@@ -220,7 +224,9 @@ def test_metric_losses_equal_the_hand_composition(tiny_trunk_file):
     assert {'loss_metric_patch', 'loss_metric_cls', 'decode.loss_ce'} <= set(losses)
     # by hand: features of the last block, labels from the patch-constant ground truth
     bb = model.backbone
-    tokens, _, cls = bb.metric_features(2, 'attn_out', 'query')
+    with torch.no_grad():  # the loss's forward again (no dropout in this model)
+        _, guidance = bb.forward_guided(inputs)
+    tokens, _, cls = bb.metric_features(guidance, 2, 'attn_out', 'query')
     P = bb.prompts.get(2)
     attn = bb.trunk.blocks[2].attn
     queries = P @ attn.qkv.weight[:64].t() + attn.qkv.bias[:64]
@@ -245,8 +251,9 @@ def test_metric_loss_reaches_only_prompts_and_kv_deltas_and_steps_lower_it(tiny_
                              lambda_cls=1.0).train()
     model.class_to_prompt.copy_(torch.tensor([0, 1, 2, 0, 1, 2]))
     inputs, samples = toy_batch()
-    metric = model.metric_losses
-    model.extract_feat(inputs)
+    def metric(inputs, samples):  # the metric losses alone, on a guided forward
+        _, guidance = model.backbone.forward_guided(inputs)
+        return model.metric_losses(guidance, inputs, samples)
     loss = sum(metric(inputs, samples).values())
     loss.backward()
     with_grad = {n for n, p in model.named_parameters()
@@ -259,7 +266,6 @@ def test_metric_loss_reaches_only_prompts_and_kv_deltas_and_steps_lower_it(tiny_
     values = []
     for _ in range(8):
         opt.zero_grad()
-        model.extract_feat(inputs)
         loss = sum(metric(inputs, samples).values())
         values.append(loss.item())
         loss.backward()
@@ -271,7 +277,7 @@ def test_recluster_builds_warm_starts_and_maps_unseen_classes():
     model = guided_segmentor(num_classes=6)
     assert not model.mapping_ready()
     with pytest.raises(RuntimeError, match='ClassPromptMappingHook'):
-        model.metric_losses(*toy_batch())
+        model.loss(*toy_batch())
     torch.manual_seed(0)
     D = 64
     dirs = torch.randn(3, D)
@@ -313,8 +319,7 @@ def test_mapping_is_saved_and_restored_with_the_checkpoint(tmp_path, tiny_trunk_
 
 
 def test_davpt_in_a_plain_encoder_decoder_warns_once(caplog):
-    """Once: at the first training forward, or earlier at ``train()`` (which a compiled run,
-    whose forward cannot log, still calls)."""
+    """Once per model, at its first training forward (train() called or not)."""
     from mmengine.logging import MMLogger
     logger = MMLogger.get_current_instance()
     seen = []
@@ -348,8 +353,8 @@ def test_cvpt_guidance_compares_the_cross_attention_logit_vectors(tiny_trunk_fil
     bb = model.backbone.eval()
     x = torch.randn(1, 3, 32, 48)
     with torch.no_grad():
-        bb(x)
-        q, k, cls = bb.metric_features(2)
+        _, guidance = bb.forward_guided(x)
+        q, k, cls = bb.metric_features(guidance, 2)
         attn = bb.trunk.blocks[2].attn
         P = bb.prompts.get(2)
         assert k.shape == (3, 64) and q.shape == (1, 6, 64) and cls.shape == (1, 64)
@@ -357,7 +362,7 @@ def test_cvpt_guidance_compares_the_cross_attention_logit_vectors(tiny_trunk_fil
         # per head, q . k / sqrt(d) is exactly the cross-attention logit of the block
         logits = (q.view(1, 6, 2, 32).transpose(1, 2) @
                   k.view(3, 2, 32).permute(1, 2, 0)) * attn.scale  # (1, H, N, M)
-        x_mid = bb.guidance[2]['queried']
+        x_mid = guidance[2]['queried']
         ref = attn.qkv(x_mid)[..., :64].view(1, 6, 2, 32).transpose(1, 2) @ \
             (P @ attn.qkv.weight[64:128].t() + attn.qkv.bias[64:128]).view(3, 2, 32).permute(
                 1, 2, 0) * attn.scale

@@ -172,15 +172,15 @@ def test_cross_attention_uses_the_blocks_own_tensors(tiny_trunk_file):
     x = torch.randn(1, 10, 64)
     P = bb.prompts.get(2) * 20  # trained prompts are larger than at init
     with torch.no_grad():
-        before = bb.cross_attn(x, P, attn)
+        before = bb.prompts.cross_attn(x, P, attn)
         for part in ('k', 'v', 'q'):
             sl = {'q': slice(0, 64), 'k': slice(64, 128), 'v': slice(128, 192)}[part]
             attn.qkv.weight[sl] += torch.randn_like(attn.qkv.weight[sl])
-            after = bb.cross_attn(x, P, attn)
+            after = bb.prompts.cross_attn(x, P, attn)
             assert (after - before).abs().max() > 1e-3, f'changing W_{part} did not change it'
             before = after
         attn.proj.weight.mul_(2.0)
-        assert (bb.cross_attn(x, P, attn) - before).abs().max() > 1e-3
+        assert (bb.prompts.cross_attn(x, P, attn) - before).abs().max() > 1e-3
     # nothing beyond the trunk, the prompts and the provenance record is stored: no copied
     # projection weights
     extra = [k for k in bb.state_dict()

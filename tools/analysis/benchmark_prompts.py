@@ -165,7 +165,7 @@ def run_case(args, method, prompts):
     if method == 'cvpt':
         backbone = model if args.head == 'none' else model.backbone
         attn = backbone.trunk.blocks[0].attn
-        folded = backbone.cross_attn.use_fold(attn, prompts, backbone.embed_dim)
+        folded = backbone.prompts.cross_attn.use_fold(attn, prompts, backbone.embed_dim)
         result['cross_form'] = 'folded' if folded else 'plain'
     tuned = [p for p in model.parameters() if p.requires_grad]
     result['tuned_params'] = sum(p.numel() for p in tuned)
@@ -204,12 +204,12 @@ def run_case(args, method, prompts):
         result['train_gflops'] = _train_flops(forward_loss, grads) / 1e9
     x.requires_grad_(False)
     x.grad = None
-    del opt
+    opt = None  # frees the optimizer state before the next case
     model.eval()
 
     def infer():
         with torch.no_grad(), autocast():
-            model(x) if args.head == 'none' else model._forward(x)
+            model(x) if args.head == 'none' else model(x, mode='tensor')
     timed(infer, args.warmup)
     result['infer_s'] = statistics.median(timed(infer, args.repeats))
     if device.type == 'cuda':

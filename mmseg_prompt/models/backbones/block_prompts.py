@@ -4,7 +4,7 @@ Block l owns M_l prompt tokens P_l (M_l, D); M_l may differ per block and may be
 that block), which gives layer-adaptive prompt counts.
 """
 import math
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -13,7 +13,8 @@ from ..utils.random_bits_dropout import RandomBitsDropout
 
 
 def prompt_counts(num_prompts: Union[int, Sequence[int]], depth: int) -> List[int]:
-    """Expand ``num_prompts`` (an int for every block, or one count per block) to ``depth`` counts."""
+    """Expand ``num_prompts`` (an int for every block, or one count per block) to ``depth``
+    counts."""
     if isinstance(num_prompts, bool):
         raise TypeError('num_prompts must be an int or a list of ints, not a bool')
     if isinstance(num_prompts, int):
@@ -34,7 +35,8 @@ def prompt_counts(num_prompts: Union[int, Sequence[int]], depth: int) -> List[in
 
 
 def xavier_bound_3d(dim: int, num_prompts: int, depth: int) -> float:
-    """CVPT's init: xavier-uniform over the (depth, M, D) tensor, bound sqrt(6 / (D (M + depth)))."""
+    """CVPT's init: xavier-uniform over the (depth, M, D) tensor, bound
+    sqrt(6 / (D (M + depth)))."""
     return math.sqrt(6.0 / (dim * (num_prompts + depth)))
 
 
@@ -101,3 +103,22 @@ class BlockPrompts(nn.Module):
     def extra_repr(self) -> str:
         return f'counts={self.counts}, dim={self.dim}'
 
+
+
+def normalise_indices(indices: Union[int, Sequence[int]], depth: int,
+                      key: str = 'out_indices') -> Tuple[int, ...]:
+    """Block indices (negative: from the end) as a tuple of 0..depth-1, each at most once;
+    ``key`` names the config key in the error."""
+    if isinstance(indices, int):
+        indices = [indices]
+    out: List[int] = []
+    for i in indices:
+        j = i + depth if i < 0 else i
+        if not 0 <= j < depth:
+            raise ValueError(f'{key} has {i}, but the trunk has {depth} blocks '
+                             f'(valid: 0..{depth - 1} or negative from the end)')
+        if j in out:
+            raise ValueError(f'{key} has block {j} twice ({tuple(indices)}); each block '
+                             f'appears once')
+        out.append(j)
+    return tuple(out)

@@ -1,151 +1,16 @@
 """CVPT (ICCV 2025): prompts that image tokens read through cross-attention, after self-attention.
 
-Per block l, with x (B, N, D) the residual stream, class token included (docs/methods.md):
-
-    x = x + DropPath(SelfAttn(LN1(x)))
-    x = x + CrossAttn(x, P_l)          # no LayerNorm, no DropPath on this branch
-    x = x + DropPath(MLP(LN2(x)))
-
-CrossAttn uses the block's own frozen ``qkv`` and ``proj`` tensors (not copies) and its heads, so
-self-attention stays on the N image tokens and the prompts cost O(N M D).
+FrozenViT with :class:`CrossAttentionPrompts` in every block (docs/methods.md, "CVPT"); with
+``bias_tuning=True`` also DA-VPT+'s K/V bias deltas (CVPT+, ``configs/cvpt_plus_vitl_ade20k.py``).
 """
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Sequence, Union
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from mmseg.registry import MODELS
 
-from ..utils.random_bits_dropout import RandomBitsDropout
-from .attention_projections import qkv_project
-from .block_prompts import BlockPrompts, prompt_counts, xavier_bound_3d
-from .frozen_vit import FrozenViT, _normalise_indices
+from .cross_attention_prompts import PromptCrossAttention
+from .frozen_vit import FrozenViT
 
-_BLOCK_PARTS = ('norm1', 'attn', 'ls1', 'drop_path1', 'norm2', 'mlp', 'ls2', 'drop_path2')
-
-
-class PromptCrossAttention(nn.Module):
-    """Multi-head cross-attention from tokens to prompts with a block's frozen attention weights.
-
-        Q = x W_q + b_q,  K = P W_k + b_k,  V = P W_v + b_v      (the q/k/v slices of ``attn.qkv``)
-        out = concat_h(softmax(Q_h K_h^T / sqrt(d_head)) V_h) W_o + b_o     (``attn.proj``)
-
-    The attention module is passed at every call and never registered here, so its tensors are
-    used as they are: frozen, shared, never copied. This module owns only the output dropout.
-
-    Two exact forms (``fold``):
-
-    - plain: project all N tokens to queries (N D^2), attend (SDPA), project out (N D^2);
-    - folded: per head, W_q folds into the prompt keys, W_q,h K_h^T (D x M), and W_o into the
-      prompt values, V_h W_o,h (M x D), so the tokens meet (D x H M) and (H M x D) matrices:
-      about 2 N H M D instead of 2 N D^2 + 2 N M D. ``fold='auto'`` picks it when H M < D.
-      It needs the block's q/k norms and attention-output norm to be identities (true for
-      ViT/DeiT); otherwise the plain form runs.
-
-    Keys, values and the folded matrices depend on the prompts only: computed once per forward
-    when the prompts are shared by the batch (M, D), per sample when they are (B, M, D).
-    """
-
-    FOLD_MODES = ('auto', 'always', 'never')
-
-    def __init__(self, proj_drop: float = 0.0, fold: str = 'auto'):
-        super().__init__()
-        if fold not in self.FOLD_MODES:
-            raise ValueError(f'fold must be one of {self.FOLD_MODES}, got {fold!r}')
-        self.fold = fold
-        self.proj_drop = RandomBitsDropout(proj_drop)
-
-    @staticmethod
-    def foldable(attn: nn.Module) -> bool:
-        return all(isinstance(getattr(attn, n), nn.Identity) for n in ('q_norm', 'k_norm', 'norm'))
-
-    def use_fold(self, attn: nn.Module, num_prompts: int, dim: int) -> bool:
-        if self.fold == 'never' or not self.foldable(attn):
-            if self.fold == 'always':
-                raise ValueError('fold="always" needs identity q_norm, k_norm and norm in the '
-                                 'attention (a plain ViT); use fold="auto"')
-            return False
-        return self.fold == 'always' or attn.num_heads * num_prompts < dim
-
-    def forward(self, x: torch.Tensor, prompts: torch.Tensor, attn: nn.Module) -> torch.Tensor:
-        """x (B, N, D); prompts (M, D), shared by the batch, or (B, M, D); returns (B, N, D)."""
-        D = x.shape[-1]
-        heads, head_dim = attn.num_heads, attn.head_dim
-        # Keys and values depend on the prompts only: once per forward when they are shared.
-        kv = qkv_project(attn, prompts.to(x.dtype), 'kv')
-        # (.., M, 2, H, d) -> (.., 2, H, M, d) -> k, v (.., H, M, d)
-        k, v = kv.unflatten(-1, (2, heads, head_dim)).movedim(-4, -2).unbind(-4)
-        if self.use_fold(attn, prompts.shape[-2], D):
-            out = self._folded(x, k, v, attn)
-        else:
-            out = self._plain(x, k, v, attn)
-        return self.proj_drop(out)
-
-    @staticmethod
-    def _plain(x, k, v, attn):
-        B, N, _ = x.shape
-        heads, head_dim = attn.num_heads, attn.head_dim
-        width = heads * head_dim
-        q = qkv_project(attn, x, 'q').view(B, N, heads, head_dim).transpose(1, 2)  # (B, H, N, d)
-        q, k = attn.q_norm(q), attn.k_norm(k)
-        if k.dim() == 3:
-            k, v = k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)
-        out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # (B, H, N, d)
-        out = attn.norm(out.transpose(1, 2).reshape(B, N, width))
-        return F.linear(out, attn.proj.weight, attn.proj.bias)
-
-    @staticmethod
-    def _folded(x, k, v, attn):
-        """softmax_h(x K~_h + c_h) V~_h summed over heads, + b_o, with
-        K~_h = W_q,h^T K_h^T scale (D, M), c_h = b_q,h K_h^T scale, V~_h = V_h W_o,h^T (M, D).
-
-        The folded matrices are built contiguous as (.., H M, D) rows, so both products are one
-        addmm (shared prompts) or baddbmm (per sample) with the bias fused. Rows are ordered
-        (prompt, head) when M < 16: the per-head softmax then reduces over a strided axis, which
-        PyTorch's CPU kernel runs 4-16x faster than over a last axis shorter than its vectors.
-        """
-        heads, head_dim = attn.num_heads, attn.head_dim
-        width = heads * head_dim
-        M = k.shape[-2]
-        w, b = attn.qkv.weight, attn.qkv.bias
-        w_q = w[:width].view(heads, head_dim, -1).to(k.dtype)                 # (H, d, D)
-        w_o = attn.proj.weight.view(-1, heads, head_dim).permute(1, 2, 0)     # (H, d, D)
-        k_fold = _per_head_matmul(k, w_q) * attn.scale                         # (.., H, M, D)
-        v_fold = _per_head_matmul(v, w_o.to(v.dtype))                          # (.., H, M, D)
-        c = None
-        if b is not None:
-            c = (k @ b[:width].view(heads, head_dim, 1).to(k.dtype)).squeeze(-1) * attn.scale
-        prompts_outer = M < 16
-        if prompts_outer:  # rows (m, h)
-            k_fold, v_fold = k_fold.transpose(-3, -2), v_fold.transpose(-3, -2)
-            c = None if c is None else c.transpose(-2, -1)
-        k_fold, v_fold = k_fold.flatten(-3, -2).to(x.dtype), v_fold.flatten(-3, -2).to(x.dtype)
-        c = None if c is None else c.flatten(-2).to(x.dtype)                  # (.., H M)
-        b_o = attn.proj.bias
-        b_o = None if b_o is None else b_o.to(x.dtype)
-        if k_fold.dim() == 2:                                                  # shared prompts
-            logits = F.linear(x, k_fold, c)                                    # (B, N, H M)
-        else:
-            logits = _bmm_bias(c, x, k_fold.transpose(1, 2))
-        groups = logits.unflatten(-1, (M, heads) if prompts_outer else (heads, M))
-        probs = groups.softmax(dim=-2 if prompts_outer else -1).flatten(-2)
-        if v_fold.dim() == 2:
-            return F.linear(probs, v_fold.t(), b_o)                            # (B, N, D)
-        return _bmm_bias(b_o, probs, v_fold)
-
-
-def _per_head_matmul(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """t (H, M, d) or (B, H, M, d) times per-head w (H, d, D): (.., H, M, D), one bmm over heads
-    (the weights are not expanded to the batch)."""
-    if t.dim() == 3:
-        return torch.bmm(t, w)
-    out = torch.bmm(t.transpose(0, 1).flatten(1, 2), w)                        # (H, B M, D)
-    return out.unflatten(1, (t.shape[0], -1)).transpose(0, 1)
-
-
-def _bmm_bias(bias, a, b):
-    """a @ b (batched) + bias, fused when there is a bias."""
-    return torch.bmm(a, b) if bias is None else torch.baddbmm(bias.unsqueeze(-2), a, b)
+__all__ = ['CVPTViT', 'PromptCrossAttention']
 
 
 @MODELS.register_module()
@@ -162,11 +27,9 @@ class CVPTViT(FrozenViT):
             'never'; both forms are exact (see :class:`PromptCrossAttention`).
         guided_blocks: blocks whose prompts ``MetricGuidedEncoderDecoder`` may guide (metric
             guidance on CVPT, which neither paper does); none by default.
+        bias_tuning: also train K/V bias deltas on every block's self-attention (CVPT+).
         **kwargs: :class:`FrozenViT` arguments (``model_name``, ``pretrained``, ``img_size``,
             ``out_indices``, ...).
-
-    Prompts are initialised as CVPT's (depth, M, D) xavier-uniform tensor, bound
-    sqrt(6 / (D (M_l + depth))) per block. They are the only trainable parameters.
     """
 
     def __init__(self,
@@ -176,80 +39,7 @@ class CVPTViT(FrozenViT):
                  cross_attn_fold: str = 'auto',
                  guided_blocks: Sequence[int] = (),
                  **kwargs):
-        super().__init__(**kwargs)
-        self.guided_blocks = _normalise_indices(guided_blocks, self.depth)
-        self.guidance: Dict[int, Dict[str, torch.Tensor]] = {}
-        counts = prompt_counts(num_prompts, self.depth)
-        for i, m in enumerate(counts):
-            if m > 0:
-                _check_block(self.trunk.blocks[i], i, self.model_name)
-        bounds = [xavier_bound_3d(self.embed_dim, m, self.depth) for m in counts]
-        self.prompts = BlockPrompts(counts, self.embed_dim, bounds, prompt_dropout)
-        self.cross_attn = PromptCrossAttention(cross_proj_drop, fold=cross_attn_fold)
-        for i in self.guided_blocks:
-            if counts[i] == 0:
-                raise ValueError(f'guided block {i} has no prompts to guide: give it '
-                                 f'num_prompts > 0')
-
-    def weights_layout(self) -> dict:
-        """:meth:`FrozenViT.weights_layout` plus the prompts per block and the guided blocks."""
-        return dict(super().weights_layout(), num_prompts=list(self.prompts.counts),
-                    guided_blocks=list(self.guided_blocks))
-
-    def forward(self, x):
-        self.guidance = {}
-        return super().forward(x)
-
-    def forward_block(self, index: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        prompts: Optional[torch.Tensor] = self.prompts.for_batch(index, x.shape[0])
-        guided = index in self.guided_blocks
-        if prompts is None and not guided:
-            return block(x)
-        x = x + block.drop_path1(block.ls1(block.attn(block.norm1(x))))
-        if guided:
-            self.guidance[index] = dict(queried=x[:, self.num_prefix_tokens:])
-        if prompts is not None:
-            x = x + self.cross_attn(x, prompts, block.attn)
-        x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
-        if guided:
-            self.guidance[index]['cls'] = x[:, 0]
-        return x
-
-    TOKEN_SIDES = ('cross_query',)
-    PROMPT_SIDES = ('cross_key',)
-
-    def metric_features(self, index: int, token_side: str = 'cross_query',
-                        prompt_side: str = 'cross_key'
-                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """What metric guidance compares in CVPT block ``index``, after a forward: the very
-        vectors of the cross-attention logit, queries x W_q + b_q of the patches (B, N, D) and
-        keys P W_k + b_k of the prompts (M, D), plus the block's output class token (B, D).
-        """
-        if token_side not in self.TOKEN_SIDES or prompt_side not in self.PROMPT_SIDES:
-            raise ValueError(f'CVPTViT offers token_side {self.TOKEN_SIDES[0]!r} and prompt_side '
-                             f'{self.PROMPT_SIDES[0]!r} (the cross-attention logit); got '
-                             f'{token_side!r}, {prompt_side!r}')
-        g = self.guidance[index]
-        attn = self.trunk.blocks[index].attn
-        queries = qkv_project(attn, g['queried'], 'q')
-        return queries, qkv_project(attn, self.prompts.get(index), 'k'), g['cls']
-
-
-def _check_block(block: nn.Module, index: int, model_name: str):
-    """CVPT re-runs a timm ``Block`` step by step: check that block ``index`` is one."""
-    missing = [n for n in _BLOCK_PARTS if not hasattr(block, n)]
-    attn = getattr(block, 'attn', None)
-    qkv = getattr(attn, 'qkv', None)
-    if not missing:
-        missing = [n for n in ('qkv', 'proj', 'num_heads', 'head_dim', 'scale', 'q_norm',
-                               'k_norm', 'norm') if not hasattr(attn, n)]
-        missing = [f'attn.{n}' for n in missing]
-    if missing or not isinstance(qkv, nn.Linear) or \
-            qkv.out_features != 3 * attn.num_heads * attn.head_dim:
-        raise ValueError(
-            f'CVPTViT needs timm ViT blocks with a fused qkv attention; block {index} of '
-            f'{model_name} ({type(block).__name__}) does not fit (missing: {missing or "fused qkv"}).'
-            f' Use a VisionTransformer model (ViT, DeiT) or set num_prompts[{index}] = 0.')
-    if getattr(attn, 'gate', None) is not None:
-        raise ValueError(f'CVPTViT does not support gated attention (block {index} of '
-                         f'{model_name}); set num_prompts[{index}] = 0 or pick another trunk.')
+        super().__init__(prompts=dict(type='CrossAttentionPrompts', num_prompts=num_prompts,
+                                      dropout=prompt_dropout, proj_drop=cross_proj_drop,
+                                      fold=cross_attn_fold, guided_blocks=guided_blocks),
+                         **kwargs)

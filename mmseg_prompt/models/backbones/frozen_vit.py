@@ -2,25 +2,42 @@
 
 The trunk is any timm ViT with a patch embedding and a stack of blocks (ViT-B/L/H, DeiT). It is
 frozen: no parameter has ``requires_grad`` and the trunk stays in eval mode while the segmentor
-trains (unless ``trunk_train_mode=True``). Prompt methods subclass :class:`FrozenViT` and override
-:meth:`FrozenViT.forward_block`, the one place where a block runs, so that each method's file shows
-only what it adds.
+trains (unless ``trunk_train_mode=True``). The tuning methods are parts that combine by
+configuration over this one base (docs/methods.md, "Composition"):
+
+- ``prompts=dict(type='SequencePrompts', ...)`` (VPT-Deep, DA-VPT's guided prompts) or
+  ``dict(type='CrossAttentionPrompts', ...)`` (CVPT): per-block prompt tokens and how a block
+  uses them (``run_block``), built from the sub-config like any mmseg module;
+- ``bias_tuning=True`` (DA-VPT+): trained deltas on every block's key/value bias.
+
+The registered ``VPTDeepViT``, ``CVPTViT`` and ``DAVPTViT`` are these combinations under the
+names (and options) their configs and checkpoints use.
+
+Metric guidance reads the guided blocks' features through :meth:`FrozenViT.forward_guided`, which
+returns them with the feature maps; nothing is stored on the backbone between calls.
 """
 import logging
 from contextlib import contextmanager
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
 import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
+from torch.utils.checkpoint import checkpoint
 
+from ..utils.state_dict_diff import diff_state_dict
 from . import provenance
+from .block_prompts import BlockPrompts, normalise_indices
+from .kv_bias_deltas import attach_kv_bias_deltas, check_qkv_biases
 from .provenance import PROVENANCE_KEY, tensors_sha256
 from .trunk_weights import TrunkWeightsError, load_trunk_weights
+
+# Per guided block: the tensors its prompt part records for the metric loss (see forward_guided).
+Guidance = Dict[int, Dict[str, torch.Tensor]]
+Features = Tuple[Union[torch.Tensor, list], ...]
 
 # The paper's trunk (docs/methods.md): ViT-L/16, ImageNet-21k, the 'orig_in21k_ft_in1k' weights.
 DEFAULT_MODEL = 'vit_large_patch16_384'
@@ -49,6 +66,10 @@ class FrozenViT(BaseModule):
             flow through them to the prompts). Saves memory, costs one more forward.
         allow_other_trunk: load a tuned-only checkpoint trained with another frozen trunk than
             this one (another file of the same architecture) with a warning instead of an error.
+        prompts: the prompt part's sub-config (``type`` 'SequencePrompts' or
+            'CrossAttentionPrompts' and its options); None: no prompts (linear probing).
+        bias_tuning: train a (depth, 2, D) delta ``kv_bias_delta`` on every block's key and
+            value bias (DA-VPT+; see ``kv_bias_deltas.py``).
 
     Checkpoints: ``state_dict()`` leaves the frozen trunk out and adds ``provenance``, a record
     of the trunk's sha256, the backbone type and :meth:`weights_layout` (see ``provenance.py``);
@@ -70,7 +91,9 @@ class FrozenViT(BaseModule):
                  model_kwargs: Optional[dict] = None,
                  with_cp: bool = False,
                  allow_other_trunk: bool = False,
-                 init_cfg=None):
+                 prompts: Optional[dict] = None,
+                 bias_tuning: bool = False,
+                 init_cfg: Optional[dict] = None):
         _check_init_cfg(init_cfg, pretrained)
         super().__init__(init_cfg=init_cfg)
         self.model_name = model_name
@@ -86,7 +109,7 @@ class FrozenViT(BaseModule):
             raise ValueError(f'img_size={img_size} does not fit the patch size {tuple(patch)} of '
                              f'{model_name}: use a multiple of it (model.backbone.img_size)')
         depth = len(self.trunk.blocks)
-        self.out_indices = _normalise_indices(out_indices, depth)
+        self.out_indices = normalise_indices(out_indices, depth)
         self.final_norm = final_norm
         self.output_cls_token = output_cls_token
         if output_cls_token and self.trunk.cls_token is None:
@@ -105,11 +128,25 @@ class FrozenViT(BaseModule):
         # Checkpoints hold only what trains; the export tool sets this to save the trunk too.
         self.save_frozen_trunk = False
         self._with_provenance = True  # False while loading compares state dicts
+        self._unguided_warned = False
         if pretrained is not None:
             load_trunk_weights(self.trunk, pretrained, model_name)
             self._trunk_loaded(str(pretrained))
         self.trunk.requires_grad_(False)
-        self._register_state_dict_hook(_drop_frozen_trunk)
+        self.prompts: Optional[BlockPrompts] = None
+        if prompts is not None:
+            self.prompts = MODELS.build(prompts, default_args=dict(
+                embed_dim=self.embed_dim, depth=depth, patch_size=tuple(patch),
+                in_chans=self.trunk.patch_embed.proj.in_channels))
+            if hasattr(self.prompts, 'check_trunk'):
+                self.prompts.check_trunk(self.trunk.blocks, model_name)
+        self.bias_tuning = bias_tuning
+        if bias_tuning:
+            check_qkv_biases(self.trunk.blocks, model_name)
+            self.kv_bias_delta = nn.Parameter(torch.zeros(depth, 2, self.embed_dim))
+            attach_kv_bias_deltas(self.trunk.blocks, self.kv_bias_delta)
+        # state_dict(): the frozen trunk out, then the provenance record in (in this order)
+        self.register_state_dict_post_hook(_drop_frozen_trunk)
         self.register_state_dict_post_hook(_add_provenance)
 
     @property
@@ -117,7 +154,7 @@ class FrozenViT(BaseModule):
         return len(self.trunk.blocks)
 
     # ------------------------------------------------------------------ weights and modes
-    def init_weights(self):
+    def init_weights(self) -> None:
         """Load ``init_cfg`` Pretrained weights into the trunk through timm's filter.
 
         The trunk's own timm ``init_weights`` would re-randomise it, so it is never called.
@@ -129,7 +166,7 @@ class FrozenViT(BaseModule):
             self._trunk_loaded(str(cfg['checkpoint']))
         self._is_init = True
 
-    def _trunk_loaded(self, source: str):
+    def _trunk_loaded(self, source: str) -> None:
         """Record where the trunk now comes from; its fingerprint is computed again when
         needed."""
         self.trunk_source = source
@@ -150,8 +187,13 @@ class FrozenViT(BaseModule):
 
     def weights_layout(self) -> dict:
         """The options, by ``model.backbone`` key, that give the tuned weights their meaning
-        beyond their shapes (which features the neck gets; prompt methods add theirs)."""
-        return dict(out_indices=list(self.out_indices), final_norm=self.final_norm)
+        beyond their shapes: which features the neck gets, the prompt part's counts and guided
+        blocks, the bias tuning."""
+        layout = dict(out_indices=list(self.out_indices), final_norm=self.final_norm,
+                      bias_tuning=self.bias_tuning)
+        if self.prompts is not None:
+            layout.update(self.prompts.weights_layout())
+        return layout
 
     def provenance(self, with_trunk: bool = True) -> dict:
         """The record a checkpoint carries (see ``provenance.py``); ``with_trunk=False``
@@ -234,7 +276,7 @@ class FrozenViT(BaseModule):
         """Names of trunk parameters that train (none unless a method unfreezes some)."""
         return {n for n, p in self.trunk.named_parameters() if p.requires_grad}
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> 'FrozenViT':
         """Put the tuned parts in ``mode`` and keep the frozen trunk in eval mode."""
         super().train(mode)
         if not self.trunk_train_mode:
@@ -248,7 +290,7 @@ class FrozenViT(BaseModule):
         return self
 
     @contextmanager
-    def prompts_disabled(self):
+    def prompts_disabled(self) -> Iterator[None]:
         """Run as the plain frozen trunk inside the block (prompt methods honour it)."""
         prompts = getattr(self, 'prompts', None)
         if prompts is None:
@@ -261,22 +303,42 @@ class FrozenViT(BaseModule):
             prompts.enabled = True
 
     # ------------------------------------------------------------------ forward
-    def embed(self, x: torch.Tensor):
+    def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Patch-embed, pad and add the position embedding resampled to the input's grid.
 
         Returns tokens (B, prefix + h*w, D) and the grid (h, w).
         """
         tokens = self.trunk.patch_embed(x)  # (B, h, w, D): dynamic_img_size keeps the grid
         grid = tokens.shape[1:3]
+        # timm's only way to add its (resampled) position embedding and prefix tokens: the one
+        # private timm member used here; test_frozen_vit checks the result against timm's forward
         tokens = self.trunk._pos_embed(tokens)
         tokens = self.trunk.patch_drop(tokens)
         return self.trunk.norm_pre(tokens), grid
 
-    def forward_block(self, index: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Run block ``index`` on tokens ``x`` (B, prefix + N, D). Prompt methods override this."""
-        return block(x)
+    def forward_block(self, index: int, block: nn.Module, x: torch.Tensor,
+                      record: Optional[Guidance] = None) -> torch.Tensor:
+        """Run block ``index`` on tokens ``x`` (B, prefix + N, D): through the prompt part when
+        there is one (which adds a guided block's features to ``record``), else as is."""
+        if self.prompts is None:
+            return block(x)
+        return self.prompts.run_block(index, block, x, self.num_prefix_tokens, record)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> Features:
+        """x (B, C, H, W) -> one (B, D, h, w) map per ``out_indices`` (with the class token
+        when ``output_cls_token``)."""
+        if self.training and self.guided_blocks and not torch.compiler.is_compiling():
+            self._warn_unguided()
+        return self._forward(x, None)
+
+    def forward_guided(self, x: torch.Tensor) -> Tuple[Features, Guidance]:
+        """:meth:`forward` plus the guided blocks' features, for the metric loss: a dict
+        {block index: tensors}, read with :meth:`metric_features`. Nothing is kept on the
+        backbone."""
+        record: Guidance = {}
+        return self._forward(x, record), record
+
+    def _forward(self, x: torch.Tensor, record: Optional[Guidance]) -> Features:
         B = x.shape[0]
         tokens, (h, w) = self.embed(x)
         outs = []
@@ -284,9 +346,10 @@ class FrozenViT(BaseModule):
         use_cp = self.with_cp and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.trunk.blocks):
             if use_cp:
-                tokens = checkpoint(self.forward_block, i, block, tokens, use_reentrant=False)
+                tokens = checkpoint(self.forward_block, i, block, tokens, record,
+                                    use_reentrant=False)
             else:
-                tokens = self.forward_block(i, block, tokens)
+                tokens = self.forward_block(i, block, tokens, record)
             if i not in self.out_indices:
                 continue
             out = self.trunk.norm(tokens) if (self.final_norm and i == last) else tokens
@@ -295,60 +358,99 @@ class FrozenViT(BaseModule):
             outs.append([fmap, out[:, 0]] if self.output_cls_token else fmap)
         return tuple(outs)
 
+    # ------------------------------------------------------------------ metric guidance
+    @property
+    def guided_blocks(self) -> Tuple[int, ...]:
+        """Blocks whose prompts metric guidance compares with the classes (none by default)."""
+        return () if self.prompts is None else tuple(getattr(self.prompts, 'guided_blocks', ()))
 
-def _drop_frozen_trunk(module: FrozenViT, state_dict, prefix, local_metadata):
+    @property
+    def num_guided_prompts(self) -> int:
+        """M, the prompts (= clusters of classes) of every guided block."""
+        counts = {self.prompts.counts[i] for i in self.guided_blocks}
+        if len(counts) != 1:
+            raise ValueError(f'guided blocks {self.guided_blocks} must have the same number of '
+                             f'prompts (one per cluster), got {sorted(counts)}')
+        return counts.pop()
+
+    @property
+    def patch_size(self) -> Tuple[int, int]:
+        return tuple(self.trunk.patch_embed.patch_size)
+
+    def metric_sides(self, token_side: Optional[str] = None,
+                     prompt_side: Optional[str] = None) -> Tuple[str, str]:
+        """The (token side, prompt side) the metric loss compares, defaults filled in; raises on
+        a side this backbone's prompt part does not offer."""
+        part = self.prompts
+        if not self.guided_blocks:
+            raise ValueError(f'{type(self).__name__} has no guided prompt blocks: metric guidance '
+                             f'needs DAVPTViT, or a prompt part with guided_blocks=(...)')
+        token_side = token_side or part.TOKEN_SIDES[0]
+        prompt_side = prompt_side or part.PROMPT_SIDES[0]
+        if token_side not in part.TOKEN_SIDES or prompt_side not in part.PROMPT_SIDES:
+            raise ValueError(f'{type(self).__name__} ({type(part).__name__}) offers '
+                             f'metric_cfg.token_side in {part.TOKEN_SIDES} and prompt_side in '
+                             f'{part.PROMPT_SIDES}; got {token_side!r}, {prompt_side!r}')
+        return token_side, prompt_side
+
+    def metric_features(self, guidance: Guidance, index: int, token_side: Optional[str] = None,
+                        prompt_side: Optional[str] = None
+                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the metric loss compares in guided block ``index`` of ``guidance`` (from
+        :meth:`forward_guided`): tokens (B, N, D) at the patches, prompts (M, D) and the block's
+        output class token (B, D); the sides are the prompt part's (:meth:`metric_sides`)."""
+        token_side, prompt_side = self.metric_sides(token_side, prompt_side)
+        return self.prompts.metric_features(guidance, self.trunk.blocks, index, token_side,
+                                            prompt_side)
+
+    def _warn_unguided(self) -> None:
+        """Warn once when guided prompts train through a plain forward (no metric loss)."""
+        if not self._unguided_warned:
+            self._unguided_warned = True
+            print_log(f'{type(self).__name__} is training without metric guidance, i.e. as '
+                      f'{self.prompts.METHOD} (a plain forward, no metric loss): the guidance '
+                      f'needs model.type="MetricGuidedEncoderDecoder"', logger='current',
+                      level=logging.WARNING)
+
+def _drop_frozen_trunk(module: FrozenViT, state_dict: Dict[str, torch.Tensor], prefix: str,
+                       local_metadata: dict) -> None:
     """State-dict hook: leave the frozen trunk out of checkpoints (it comes from `pretrained`)."""
     if module.save_frozen_trunk:
-        return state_dict
+        return
     tuned = module.tuned_trunk_names()
     trunk_prefix = prefix + 'trunk.'
     for key in [k for k in state_dict if k.startswith(trunk_prefix)]:
         if key[len(trunk_prefix):] not in tuned:
             del state_dict[key]
-    return state_dict
 
 
-def _add_provenance(module: FrozenViT, state_dict, prefix, local_metadata) -> None:
+def _add_provenance(module: FrozenViT, state_dict: Dict[str, torch.Tensor], prefix: str,
+                    local_metadata: dict) -> None:
     """State-dict hook: add the provenance record (trunk sha256, type, layout) as a uint8
     tensor under ``<prefix>provenance``."""
     if module._with_provenance:
         state_dict[prefix + PROVENANCE_KEY] = provenance.encode(module.provenance())
 
 
-def _check_tensors(state_dict, prefix, expected, what, likely, extra_ok=()):
+def _check_tensors(state_dict: Dict[str, torch.Tensor], prefix: str,
+                   expected: Dict[str, torch.Tensor], what: str, likely: str,
+                   extra_ok: Tuple[str, ...] = ()) -> None:
     """Raise if ``state_dict`` lacks, adds or reshapes any of ``expected`` under ``prefix``."""
-    for name, tensor in expected.items():
-        got = state_dict.get(prefix + name)
-        if got is None:
+    diff = diff_state_dict(state_dict, expected, prefix,
+                           ignore_extra=lambda name: name.startswith(extra_ok))
+    if diff.in_model_order:
+        m = diff.in_model_order[0]
+        if m.kind == 'missing':
             raise TrunkWeightsError(
-                f'the checkpoint has no `{prefix}{name}` ({tuple(tensor.shape)}), which '
-                f'{what} need: it looks like {likely}')
-        if tuple(got.shape) != tuple(tensor.shape):
-            raise TrunkWeightsError(
-                f'`{prefix}{name}` has shape {tuple(got.shape)} in the checkpoint but '
-                f'{tuple(tensor.shape)} in the model: it looks like {likely}')
-    extra = [k for k in state_dict if k.startswith(prefix) and k[len(prefix):] not in expected
-             and not k[len(prefix):].startswith(extra_ok)]
-    if extra:
+                f'the checkpoint has no `{m.key}` ({m.model}), which {what} need: it looks like '
+                f'{likely}')
         raise TrunkWeightsError(
-            f'the checkpoint has `{extra[0]}`, which this model does not have '
-            f'({len(extra)} such keys): it looks like {likely}')
-
-
-def _normalise_indices(indices, depth):
-    if isinstance(indices, int):
-        indices = [indices]
-    out = []
-    for i in indices:
-        j = i + depth if i < 0 else i
-        if not 0 <= j < depth:
-            raise ValueError(f'out_indices has {i}, but the trunk has {depth} blocks '
-                             f'(valid: 0..{depth - 1} or negative from the end)')
-        if j in out:
-            raise ValueError(f'out_indices has block {j} twice ({tuple(indices)}); each block '
-                             f'gives one output')
-        out.append(j)
-    return tuple(out)
+            f'`{m.key}` has shape {m.saved} in the checkpoint but {m.model} in the model: it '
+            f'looks like {likely}')
+    if diff.extra:
+        raise TrunkWeightsError(
+            f'the checkpoint has `{diff.extra[0].key}`, which this model does not have '
+            f'({len(diff.extra)} such keys): it looks like {likely}')
 
 
 def _check_init_cfg(init_cfg, pretrained):

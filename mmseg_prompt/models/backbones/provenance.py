@@ -48,7 +48,7 @@ def normalise(record: dict) -> dict:
     return json.loads(json.dumps(record, sort_keys=True))
 
 
-def decode(tensor, key: str) -> dict:
+def decode(tensor: torch.Tensor, key: str) -> dict:
     """The record of a checkpoint's ``key`` tensor; an error if it is not one."""
     try:
         record = json.loads(bytes(tensor.detach().cpu().to(torch.uint8).tolist()).decode())
@@ -61,6 +61,11 @@ def decode(tensor, key: str) -> dict:
             f'`{key}` in the checkpoint has provenance format {record.get("format")!r}; this '
             f'mmseg-prompt reads format {FORMAT}: update mmseg-prompt')
     return record
+
+
+# Layout keys a backbone type gained after some of its checkpoints were written: such a
+# checkpoint had the default (no guided blocks, no bias tuning).
+LAYOUT_DEFAULTS = dict(guided_blocks=[], bias_tuning=False)
 
 
 def compare(saved: dict, current: dict, key: str, check_trunk: bool,
@@ -76,7 +81,8 @@ def compare(saved: dict, current: dict, key: str, check_trunk: bool,
             f'method\'s tuned weights mean something else even where their shapes fit: load it '
             f'with the config it was trained with (model.backbone.type='
             f'\'{saved.get("backbone")}\')')
-    old, new = saved.get('layout', {}), current['layout']
+    old = dict(LAYOUT_DEFAULTS, **saved.get('layout', {}))
+    new = dict(LAYOUT_DEFAULTS, **current['layout'])
     differ = [f'model.backbone.{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} in this '
               f'config' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if differ:

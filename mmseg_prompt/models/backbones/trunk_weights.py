@@ -9,11 +9,14 @@ initialisation is an error, never a warning.
 """
 import importlib
 from pathlib import Path
+from typing import Callable, Dict, Mapping, Optional, Union
 
 import timm
 import torch
 import torch.nn as nn
 from timm.models import load_state_dict, model_entrypoint
+
+from ..utils.state_dict_diff import diff_state_dict
 
 # Keys of the classification head: the trunk is built with num_classes=0, so they are dropped.
 HEAD_PREFIXES = ('head.', 'head_dist.', 'fc_norm.')
@@ -23,13 +26,13 @@ class TrunkWeightsError(ValueError):
     """A pretrained file that is missing or does not fit the trunk it is loaded into."""
 
 
-def _filter_fn(model_name):
+def _filter_fn(model_name: str) -> Optional[Callable]:
     """The ``checkpoint_filter_fn`` of the timm module that defines ``model_name``."""
     module = importlib.import_module(model_entrypoint(model_name).__module__)
     return getattr(module, 'checkpoint_filter_fn', None)
 
 
-def _strip_prefix(state_dict, prefix):
+def _strip_prefix(state_dict: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
     if not prefix:
         return state_dict
     out = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
@@ -38,30 +41,31 @@ def _strip_prefix(state_dict, prefix):
     return out
 
 
-def check_fits(trunk, state_dict, path, model_name):
+def check_fits(trunk: nn.Module, state_dict: Mapping[str, torch.Tensor], path: Union[str, Path],
+               model_name: str) -> None:
     """Raise TrunkWeightsError naming the first trunk key that the checkpoint does not fill."""
-    expected = trunk.state_dict()
-    for key, value in expected.items():
-        if key not in state_dict:
+    diff = diff_state_dict(state_dict, trunk.state_dict(),
+                           ignore_extra=lambda name: name.startswith(HEAD_PREFIXES))
+    if diff.in_model_order:
+        m = diff.in_model_order[0]
+        if m.kind == 'missing':
             raise TrunkWeightsError(
-                f'{path} does not fit {model_name}: it has no {key!r} (shape '
-                f'{tuple(value.shape)}), which would stay randomly initialised. Check that '
-                f'`model_name` names the architecture the file was trained with.')
-        got = tuple(state_dict[key].shape)
-        if got != tuple(value.shape):
-            raise TrunkWeightsError(
-                f'{path} does not fit {model_name}: {key!r} has shape {got} in the file but '
-                f'{tuple(value.shape)} in the model. Check `model_name` and `model_kwargs` '
-                f'(width, depth, patch size) against the checkpoint.')
-    extra = [k for k in state_dict if k not in expected and not k.startswith(HEAD_PREFIXES)]
-    if extra:
+                f'{path} does not fit {model_name}: it has no {m.key!r} (shape {m.model}), which '
+                f'would stay randomly initialised. Check that `model_name` names the '
+                f'architecture the file was trained with.')
         raise TrunkWeightsError(
-            f'{path} does not fit {model_name}: the file has {extra[0]!r} (and {len(extra) - 1} '
-            f'more keys) that the model lacks, e.g. more blocks or another layout. Check '
-            f'`model_name` and `model_kwargs` against the checkpoint.')
+            f'{path} does not fit {model_name}: {m.key!r} has shape {m.saved} in the file but '
+            f'{m.model} in the model. Check `model_name` and `model_kwargs` (width, depth, patch '
+            f'size) against the checkpoint.')
+    if diff.extra:
+        raise TrunkWeightsError(
+            f'{path} does not fit {model_name}: the file has {diff.extra[0].key!r} (and '
+            f'{len(diff.extra) - 1} more keys) that the model lacks, e.g. more blocks or another '
+            f'layout. Check `model_name` and `model_kwargs` against the checkpoint.')
 
 
-def load_trunk_weights(trunk: nn.Module, path, model_name: str, prefix: str = ''):
+def load_trunk_weights(trunk: nn.Module, path: Union[str, Path], model_name: str,
+                       prefix: str = '') -> None:
     """Load ``path`` into ``trunk`` (a timm ViT built with ``model_name``), all keys or an error.
 
     Args:
@@ -105,7 +109,7 @@ def load_trunk_weights(trunk: nn.Module, path, model_name: str, prefix: str = ''
     trunk.load_state_dict({k: v for k, v in state_dict.items() if k in expected})
 
 
-def save_random_trunk(backbone_cfg, path, seed: int = 0) -> nn.Module:
+def save_random_trunk(backbone_cfg: Mapping, path: Union[str, Path], seed: int = 0) -> nn.Module:
     """Build the timm trunk a backbone config names (``model_name``, ``img_size``,
     ``model_kwargs``) with seeded random weights and save its state dict to ``path``, as a local
     pretrained file for examples and tests (nothing is downloaded). Returns the trunk."""

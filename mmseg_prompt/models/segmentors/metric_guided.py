@@ -14,17 +14,17 @@ and a resume restores it. ``ClassPromptMappingHook`` builds it and re-clusters i
 from the class means this segmentor accumulates.
 """
 import logging
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmengine.dist import all_reduce, broadcast, get_rank, is_distributed
 from mmengine.logging import print_log
 from mmseg.registry import MODELS
+from mmseg.utils import SampleList
 
 from ..losses import proxy_anchor_loss
-from ..utils import (cosine_kmeans, farthest_first_init, map_unseen, patch_labels,
-                     sample_per_class)
+from ..utils import cosine_kmeans, farthest_first_init, map_unseen, patch_labels, sample_per_class
 from .strict_encoder_decoder import StrictEncoderDecoder
 
 
@@ -59,25 +59,17 @@ class MetricGuidedEncoderDecoder(StrictEncoderDecoder):
                            f'{sorted(self.DEFAULTS)}')
         cfg = dict(self.DEFAULTS, **(metric_cfg or {}))
         bb = self.backbone
-        guided = tuple(getattr(bb, 'guided_blocks', ()))
-        if not guided or not hasattr(bb, 'metric_features'):
+        if not hasattr(bb, 'forward_guided') or not bb.guided_blocks:
             raise ValueError(f'MetricGuidedEncoderDecoder needs a backbone with guided prompt '
                              f'blocks: DAVPTViT, or CVPTViT with guided_blocks=(...); got '
                              f'{type(bb).__name__} without any')
-        cfg['token_side'] = cfg['token_side'] or bb.TOKEN_SIDES[0]
-        cfg['prompt_side'] = cfg['prompt_side'] or bb.PROMPT_SIDES[0]
-        if cfg['token_side'] not in bb.TOKEN_SIDES or cfg['prompt_side'] not in bb.PROMPT_SIDES:
-            raise ValueError(f'{type(bb).__name__} offers metric_cfg.token_side in '
-                             f'{bb.TOKEN_SIDES} and prompt_side in {bb.PROMPT_SIDES}; got '
-                             f'{cfg["token_side"]!r}, {cfg["prompt_side"]!r}')
-        counts = {bb.prompts.counts[i] for i in guided}
-        if len(counts) != 1:
-            raise ValueError(f'guided blocks {guided} must have the same number of prompts '
-                             f'(one per cluster), got {sorted(counts)}')
+        cfg['token_side'], cfg['prompt_side'] = bb.metric_sides(cfg['token_side'],
+                                                                cfg['prompt_side'])
         self.metric_cfg = cfg
-        self.num_prompts = counts.pop()
-        self.guided = guided
-        bb.metric_guided = True
+        self.num_prompts = bb.num_guided_prompts
+        self.guided = bb.guided_blocks
+        # the guided features of the forward that loss() runs (see extract_feat); None outside
+        self._guidance_sink: Optional[dict] = None
         C, D = self.num_classes, bb.embed_dim
         self.register_buffer('class_to_prompt', torch.full((C,), -1, dtype=torch.long))
         self.register_buffer('centroids', torch.zeros(self.num_prompts, D))
@@ -92,11 +84,11 @@ class MetricGuidedEncoderDecoder(StrictEncoderDecoder):
     def mapping_ready(self) -> bool:
         return bool((self.class_to_prompt >= 0).all())
 
-    def _patch_labels(self, inputs, data_samples):
+    def _patch_labels(self, inputs: torch.Tensor, data_samples: SampleList
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
         """(B, N) patch labels at the backbone's grid, and (B, C) classes present per image."""
         seg = torch.stack([ds.gt_sem_seg.data[0] for ds in data_samples]).to(inputs.device)
-        pe = self.backbone.trunk.patch_embed
-        labels = patch_labels(seg.long(), pe.patch_size, self.ignore_index)
+        labels = patch_labels(seg.long(), self.backbone.patch_size, self.ignore_index)
         present = torch.zeros(seg.shape[0], self.num_classes, dtype=torch.bool,
                               device=seg.device)
         for b in range(seg.shape[0]):
@@ -106,7 +98,7 @@ class MetricGuidedEncoderDecoder(StrictEncoderDecoder):
         return labels.flatten(1), present
 
     @torch.no_grad()
-    def accumulate_class_stats(self, tokens: torch.Tensor, labels: torch.Tensor):
+    def accumulate_class_stats(self, tokens: torch.Tensor, labels: torch.Tensor) -> None:
         """Add patch features (B, N, D) to the per-class sums and counts, by patch label."""
         feats, labels = tokens.reshape(-1, tokens.shape[-1]), labels.reshape(-1)
         valid = labels != self.ignore_index
@@ -115,11 +107,12 @@ class MetricGuidedEncoderDecoder(StrictEncoderDecoder):
                                      torch.ones_like(labels[valid], dtype=torch.float))
 
     @torch.no_grad()
-    def collect_class_stats(self, inputs, data_samples):
+    def collect_class_stats(self, inputs: torch.Tensor, data_samples: SampleList) -> None:
         """Forward the backbone without gradients and accumulate class statistics."""
-        self.backbone(inputs)
+        _, guidance = self.backbone.forward_guided(inputs)
         labels, _ = self._patch_labels(inputs, data_samples)
-        tokens, _, _ = self.backbone.metric_features(self.guided[0], self.metric_cfg['token_side'],
+        tokens, _, _ = self.backbone.metric_features(guidance, self.guided[0],
+                                                     self.metric_cfg['token_side'],
                                                      self.metric_cfg['prompt_side'])
         self.accumulate_class_stats(tokens, labels)
 
@@ -129,8 +122,9 @@ class MetricGuidedEncoderDecoder(StrictEncoderDecoder):
 
         Class sums and counts are all-reduced first under distributed training; the first run
         starts from ``farthest_first_init`` (drawn with ``seed``), later runs warm-start from the
-        previous centroids; classes never seen are still mapped. The result is broadcast from rank 0, so every rank
-        holds the same mapping. Resets the statistics. Returns False if no class was seen.
+        previous centroids; classes never seen are still mapped. The result is broadcast from
+        rank 0, so every rank holds the same mapping. Resets the statistics. Returns False if no
+        class was seen.
         """
         sums, counts = self.class_sums.clone(), self.class_counts.clone()
         if is_distributed():
@@ -174,17 +168,30 @@ class MetricGuidedEncoderDecoder(StrictEncoderDecoder):
         return True
 
     # ------------------------------------------------------------------ losses
-    def loss(self, inputs, data_samples) -> dict:
-        x = self.extract_feat(inputs)
-        losses = dict()
-        losses.update(self._decode_head_forward_train(x, data_samples))
-        if self.with_auxiliary_head:
-            losses.update(self._auxiliary_head_forward_train(x, data_samples))
-        losses.update(self.metric_losses(inputs, data_samples))
+    def extract_feat(self, inputs: torch.Tensor) -> List[torch.Tensor]:
+        """``EncoderDecoder.extract_feat``; inside :meth:`loss` the backbone runs
+        ``forward_guided`` and the guided features go to that call's sink."""
+        if self._guidance_sink is None:
+            return super().extract_feat(inputs)
+        x, guidance = self.backbone.forward_guided(inputs)
+        self._guidance_sink.update(guidance)
+        return self.neck(x) if self.with_neck else x
+
+    def loss(self, inputs: torch.Tensor, data_samples: SampleList) -> dict:
+        """``EncoderDecoder.loss`` (decode and auxiliary losses) plus :meth:`metric_losses` on
+        the guided features of the same forward."""
+        self._guidance_sink = guidance = {}
+        try:
+            losses = super().loss(inputs, data_samples)
+        finally:
+            self._guidance_sink = None
+        losses.update(self.metric_losses(guidance, inputs, data_samples))
         return losses
 
-    def metric_losses(self, inputs, data_samples) -> dict:
-        """beta * L_ML(X, P) and lambda * L_ML(P, x_cls), averaged over the guided blocks."""
+    def metric_losses(self, guidance: dict, inputs: torch.Tensor,
+                      data_samples: SampleList) -> dict:
+        """beta * L_ML(X, P) and lambda * L_ML(P, x_cls), averaged over the guided blocks, on
+        ``guidance`` from the backbone's ``forward_guided``."""
         if not self.mapping_ready():
             raise RuntimeError(
                 'the class-to-prompt mapping is not built: MetricGuidedEncoderDecoder needs '
@@ -198,7 +205,7 @@ class MetricGuidedEncoderDecoder(StrictEncoderDecoder):
                        positive_mean=cfg['positive_mean'])
         patch_terms, cls_terms = [], []
         for i in self.guided:
-            tokens, prompts, cls = self.backbone.metric_features(i, cfg['token_side'],
+            tokens, prompts, cls = self.backbone.metric_features(guidance, i, cfg['token_side'],
                                                                  cfg['prompt_side'])
             if i == self.guided[0]:
                 self.accumulate_class_stats(tokens.detach(), labels)

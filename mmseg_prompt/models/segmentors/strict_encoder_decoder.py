@@ -15,6 +15,7 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 
 from ..backbones.provenance import CheckpointMismatchError
+from ..utils.state_dict_diff import diff_state_dict
 
 # Segmentor buffers of MetricGuidedEncoderDecoder and the config keys that shape them.
 _OWN_KEYS = dict(class_to_prompt='model.decode_head.num_classes',
@@ -56,35 +57,35 @@ def expected_tensors(segmentor: torch.nn.Module, prefix: str = '') -> Dict[str, 
     return out
 
 
-def check_state_dict(segmentor: torch.nn.Module, state_dict, prefix: str = '') -> None:
+def check_state_dict(segmentor: torch.nn.Module, state_dict: Dict[str, torch.Tensor],
+                     prefix: str = '') -> None:
     """Raise :class:`CheckpointMismatchError` unless ``state_dict`` has every tensor of the
     segmentor (BN's ``num_batches_tracked`` may be missing), no other, each of the same shape."""
     expected = expected_tensors(segmentor, prefix)
-    skip = f'{prefix}backbone.' if checks_itself(segmentor.backbone) else None
-    reshaped = [(k, tuple(state_dict[k].shape), tuple(t.shape)) for k, t in expected.items()
-                if k in state_dict and tuple(state_dict[k].shape) != tuple(t.shape)]
+    skip = 'backbone.' if checks_itself(segmentor.backbone) else None
+    diff = diff_state_dict(state_dict, {k[len(prefix):]: t for k, t in expected.items()}, prefix,
+                           ignore_extra=lambda name: bool(skip) and name.startswith(skip))
+    reshaped = diff.of_kind('shape')
     if reshaped:
-        name, saved, model = reshaped[0]
-        others = ', '.join(k for k, _, _ in reshaped[1:6])
+        m = reshaped[0]
+        others = ', '.join(r.key for r in reshaped[1:6])
         more = f' (and {len(reshaped) - 1} more of another shape: {others})' if others else ''
         raise CheckpointMismatchError(
-            f'`{name}` has shape {saved} in the checkpoint but {model} in the model{more}: '
-            f'{_likely_fix(name[len(prefix):], saved, model)}')
-    missing = [k for k in expected if k not in state_dict and 'num_batches_tracked' not in k]
+            f'`{m.key}` has shape {m.saved} in the checkpoint but {m.model} in the model{more}: '
+            f'{_likely_fix(m.key[len(prefix):], m.saved, m.model)}')
+    missing = [m for m in diff.of_kind('missing') if 'num_batches_tracked' not in m.key]
     if missing:
         raise CheckpointMismatchError(
-            f'the checkpoint has no `{missing[0]}` {tuple(expected[missing[0]].shape)} '
+            f'the checkpoint has no `{missing[0].key}` {missing[0].model} '
             f'({len(missing)} such tensors), which this model has: it was trained with another '
-            f'{_config_key(missing[0][len(prefix):])} (or without it). Load it with the config '
-            f'it was trained with')
-    extra = [k for k in state_dict if k.startswith(prefix) and k not in expected
-             and not (skip and k.startswith(skip))]
-    if extra:
+            f'{_config_key(missing[0].key[len(prefix):])} (or without it). Load it with the '
+            f'config it was trained with')
+    if diff.extra:
+        m = diff.extra[0]
         raise CheckpointMismatchError(
-            f'the checkpoint has `{extra[0]}` {tuple(state_dict[extra[0]].shape)} '
-            f'({len(extra)} such tensors), which this model does not have: it was trained with '
-            f'another {_config_key(extra[0][len(prefix):])}. Load it with the config it was '
-            f'trained with')
+            f'the checkpoint has `{m.key}` {m.saved} ({len(diff.extra)} such tensors), which '
+            f'this model does not have: it was trained with another '
+            f'{_config_key(m.key[len(prefix):])}. Load it with the config it was trained with')
 
 
 def _config_key(name: str) -> str:

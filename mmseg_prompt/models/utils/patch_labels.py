@@ -1,5 +1,5 @@
 """Dense labels at the patch grid: DA-VPT's adaptation to segmentation (docs/methods.md)."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ def patch_labels(seg: torch.Tensor, patch_size: Tuple[int, int],
 
 
 def sample_per_class(labels: torch.Tensor, max_per_class: int, ignore_index: int = 255,
-                     generator=None) -> torch.Tensor:
+                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Indices of at most ``max_per_class`` randomly chosen entries of each class in ``labels``
     (N,), ignore index excluded; returns a 1-D long tensor, grouped by class."""
     chosen = []

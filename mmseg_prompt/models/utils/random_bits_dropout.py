@@ -1,9 +1,9 @@
 """Dropout whose CPU mask is drawn from 16 random bits per element.
 
 On CPU, ``nn.Dropout`` spends most of its time in ``bernoulli_``, one generator call per element:
-about 12 ms for a (2, 1025, 768) tensor on this project's 2-core machine, against 2.5 ms for the
-(2050 x 768) @ (768 x 120) matmul of CVPT's folded cross-attention. Here one 64-bit draw from torch's
-generator gives four 16-bit integers r, uniform on [0, 65536), and an element is kept when
+about 12 ms for a (2, 1025, 768) tensor on this project's 2-core machine, against 2.5 ms for
+the (2050 x 768) @ (768 x 120) matmul of CVPT's folded cross-attention. Here one 64-bit draw from
+torch's generator gives four 16-bit integers r, uniform on [0, 65536), and an element is kept when
 r >= t, t = round(p * 65536):
 
     keep ~ Bernoulli(1 - t / 65536),  out = x * keep / (1 - t / 65536)
@@ -18,6 +18,8 @@ Inside ``torch.compile`` (``torch.compiler.is_compiling()``) it is ``F.dropout``
 keep rate is the same Bernoulli(1 - p) (up to the 7.6e-6 quantisation above), the random stream
 another: a compiled and an eager run draw different masks from the same seed.
 """
+from typing import Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,8 +27,9 @@ import torch.nn.functional as F
 _LEVELS = 1 << 16
 
 
-def random_bits_keep_mask(shape, p: float) -> torch.Tensor:
-    """CPU bool mask of ``shape``, each element True with probability 1 - round(p * 65536) / 65536."""
+def random_bits_keep_mask(shape: Sequence[int], p: float) -> torch.Tensor:
+    """CPU bool mask of ``shape``, each element True with probability
+    1 - round(p * 65536) / 65536."""
     numel = 1
     for s in shape:
         numel *= s

@@ -1,0 +1,107 @@
+"""Prompts inserted in the token sequence (VPT-Deep), optionally metric-guided (DA-VPT).
+
+Before block l the sequence is [prefix tokens, P_l, patches]; after the block the outputs at the
+prompt positions are dropped, and block l+1 gets its own P_{l+1} (docs/methods.md, "VPT-Deep").
+Self-attention then runs on N + M_l tokens: O((N + M)^2) per block.
+
+Guided blocks (DA-VPT) carry M guided prompts, one per cluster of classes, and record what the
+metric loss compares (docs/methods.md, "DA-VPT"): the block's attention output at the patches
+(the paper) or the block's input there (the code), the prompts, and the output class token.
+"""
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmseg.registry import MODELS
+
+from .attention_projections import qkv_project
+from .block_prompts import BlockPrompts, normalise_indices, prompt_counts, vpt_patch_bound
+
+Record = Dict[int, Dict[str, torch.Tensor]]
+
+
+@MODELS.register_module()
+class SequencePrompts(BlockPrompts):
+    """VPT-Deep's per-block prompt tokens, a part of :class:`FrozenViT` (``prompts=dict(...)``).
+
+    Args:
+        embed_dim, depth, patch_size, in_chans: the trunk's (the backbone passes them).
+        num_prompts: M_l per block, an int or one count per block (0: the block runs as is).
+        dropout: prompt dropout, per sample after expanding to the batch.
+        guided_blocks: blocks whose prompts are class proxies (negative counts from the end).
+        num_guided_prompts: M of each guided block (its count in ``num_prompts`` is replaced).
+
+    Init as VPT's code: uniform with bound sqrt(6 / (3 p^2 + D)), p the patch size.
+    """
+
+    METHOD = 'VPT-Deep'  # what guided prompts train as without the metric loss
+    TOKEN_SIDES = ('attn_out', 'block_in')
+    PROMPT_SIDES = ('query', 'raw')
+
+    def __init__(self,
+                 embed_dim: int,
+                 depth: int,
+                 patch_size: Sequence[int],
+                 in_chans: int = 3,
+                 num_prompts: Union[int, Sequence[int]] = 10,
+                 dropout: float = 0.1,
+                 guided_blocks: Sequence[int] = (),
+                 num_guided_prompts: Optional[int] = None):
+        counts = prompt_counts(num_prompts, depth)
+        guided = normalise_indices(guided_blocks, depth, 'guided_blocks')
+        if guided:
+            if num_guided_prompts is None or num_guided_prompts < 1:
+                raise ValueError(f'guided blocks need num_guided_prompts >= 1, got '
+                                 f'{num_guided_prompts}')
+            for i in guided:
+                counts[i] = num_guided_prompts
+        bound = vpt_patch_bound(embed_dim, patch_size, in_chans)
+        super().__init__(counts, embed_dim, [bound] * depth, dropout)
+        self.guided_blocks: Tuple[int, ...] = guided
+
+    def insert(self, x: torch.Tensor, index: int, num_prefix: int) -> Tuple[torch.Tensor, int]:
+        """[prefix, patches] (B, n + N, D) -> [prefix, P_index, patches], and M_index (0: as is)."""
+        prompts = self.for_batch(index, x.shape[0])
+        if prompts is None:
+            return x, 0
+        if prompts.dim() == 2:
+            prompts = prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
+        n = num_prefix
+        return torch.cat([x[:, :n], prompts.to(x.dtype), x[:, n:]], dim=1), prompts.shape[1]
+
+    @staticmethod
+    def remove(x: torch.Tensor, m: int, num_prefix: int) -> torch.Tensor:
+        """Drop the m prompt positions after the prefix tokens."""
+        n = num_prefix
+        return x if m == 0 else torch.cat([x[:, :n], x[:, n + m:]], dim=1)
+
+    def run_block(self, index: int, block: nn.Module, x: torch.Tensor, num_prefix: int,
+                  record: Optional[Record] = None) -> torch.Tensor:
+        """Block ``index`` on x (B, n + N, D) with its prompts in the sequence; a guided block
+        adds its metric features to ``record`` (when given)."""
+        x, m = self.insert(x, index, num_prefix)
+        if record is None or index not in self.guided_blocks:
+            return self.remove(block(x), m, num_prefix)
+        x_in = x
+        attn = block.attn(block.norm1(x))
+        x = x + block.drop_path1(block.ls1(attn))
+        x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+        s = num_prefix + m
+        record[index] = dict(attn_out=attn[:, s:], block_in=x_in[:, s:],
+                             prompts=self.get(index), cls=x[:, 0])
+        return self.remove(x, m, num_prefix)
+
+    def metric_features(self, record: Record, blocks: nn.ModuleList, index: int,
+                        token_side: str, prompt_side: str
+                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """tokens (B, N, D) at the patches ('attn_out' or 'block_in'), prompts (M, D) ('query':
+        P W_q + b_q through the block's frozen projection, the paper; 'raw': the code) and the
+        output class token (B, D) of guided block ``index``."""
+        g = record[index]
+        prompts = qkv_project(blocks[index].attn, g['prompts'], 'q') \
+            if prompt_side == 'query' else g['prompts']
+        return g[token_side], prompts, g['cls']
+
+    def weights_layout(self) -> dict:
+        return dict(num_prompts=list(self.counts), guided_blocks=list(self.guided_blocks))
+
