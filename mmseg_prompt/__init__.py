@@ -3,14 +3,13 @@
 Importing the package registers its modules in mmseg's registries, so a config needs only
 ``custom_imports = dict(imports=['mmseg_prompt'], allow_failed_imports=False)``.
 """
-from .utils.atomic_checkpoint import use_atomic_checkpoint_saves
 from .utils.checkpoint_compat import allow_mmengine_checkpoints
 from .version import __version__
 
 allow_mmengine_checkpoints()
-use_atomic_checkpoint_saves()
 
 from . import datasets, engine, models  # noqa: E402,F401  (registers the modules)
 from . import registry  # noqa: E402,F401  (the mmseg_prompt:: scope of installed configs)
+from .utils import atomic_checkpoint  # noqa: E402,F401  (registers the 'atomic_local' backend)
 
-__all__ = ['__version__', 'allow_mmengine_checkpoints', 'use_atomic_checkpoint_saves']
+__all__ = ['__version__', 'allow_mmengine_checkpoints']

@@ -57,43 +57,90 @@ def assert_same_state(a, b):
 
 
 # ---------------------------------------------------------------------------- checkpoints
+ATOMIC = dict(backend='atomic_local')  # the configs' default_hooks.checkpoint.backend_args
+
+
+class _HalfWrittenFile:
+    """A file whose write stores half of the bytes, then calls ``then`` (a kill, a hang)."""
+
+    def __init__(self, path, then):
+        self.f, self.then = open(path, 'wb'), then
+
+    def write(self, data):
+        self.f.write(data[:len(data) // 2])
+        self.f.flush()
+        self.then()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
 def test_an_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
-    import mmengine.runner.runner as runner_module
-    from mmengine.fileio.backends import LocalBackend
+    """mmengine's save_checkpoint, as the Runner calls it with the configs' backend_args."""
+    from mmengine.runner.checkpoint import save_checkpoint
 
-    import mmseg_prompt  # noqa: F401  (installs the atomic save)
+    from mmseg_prompt.utils import atomic_checkpoint
     path = str(tmp_path / 'iter_1.pth')
-    runner_module.save_checkpoint(dict(state_dict=dict(w=torch.ones(3))), path)
+    save_checkpoint(dict(state_dict=dict(w=torch.ones(3))), path, backend_args=ATOMIC)
 
-    def dies_half_way(self, obj, filepath):
-        with open(filepath, 'wb') as f:
-            f.write(obj[:len(obj) // 2])
+    def killed():
         raise KeyboardInterrupt('killed while writing')
-    monkeypatch.setattr(LocalBackend, 'put', dies_half_way)
+    monkeypatch.setattr(atomic_checkpoint, 'open',
+                        lambda p, mode: _HalfWrittenFile(p, killed), raising=False)
     with pytest.raises(KeyboardInterrupt):
-        runner_module.save_checkpoint(dict(state_dict=dict(w=torch.zeros(3))), path)
+        save_checkpoint(dict(state_dict=dict(w=torch.zeros(3))), path, backend_args=ATOMIC)
     with pytest.raises(KeyboardInterrupt):
-        runner_module.save_checkpoint(dict(state_dict=dict(w=torch.zeros(3))),
-                                      str(tmp_path / 'iter_2.pth'))
+        save_checkpoint(dict(state_dict=dict(w=torch.zeros(3))), str(tmp_path / 'iter_2.pth'),
+                        backend_args=ATOMIC)
     assert sorted(os.listdir(tmp_path)) == ['iter_1.pth']  # no partial file, no temp file
     assert torch.equal(torch.load(path, weights_only=True)['state_dict']['w'], torch.ones(3))
+
+
+def test_the_checkpoint_hook_writes_through_the_atomic_backend(tmp_path, monkeypatch):
+    """What the atomic saves rely on in mmengine: the file backend is found by the name in
+    ``backend_args`` (CheckpointHook's and save_checkpoint's lookup), and save_checkpoint hands
+    the serialised bytes to that backend's ``put``. If mmengine changes either, this fails."""
+    from mmengine.fileio import get_file_backend
+    from mmengine.runner.checkpoint import save_checkpoint
+
+    from mmseg_prompt.utils.atomic_checkpoint import AtomicLocalBackend
+    assert isinstance(get_file_backend(str(tmp_path), backend_args=ATOMIC), AtomicLocalBackend)
+    puts = []
+    original = AtomicLocalBackend.put
+    monkeypatch.setattr(AtomicLocalBackend, 'put',
+                        lambda self, obj, fp: (puts.append(fp), original(self, obj, fp))[1])
+    target = tmp_path / 'iter_1.pth'
+    save_checkpoint(dict(state_dict=dict(w=torch.ones(2))), str(target), backend_args=ATOMIC)
+    assert puts == [str(target)] and target.is_file()
+    save_checkpoint(dict(state_dict=dict(w=torch.ones(2))), str(tmp_path / 'plain.pth'))
+    assert puts == [str(target)]  # without the backend_args: mmengine's own local writes
 
 
 KILLED_SAVE = """
 import sys, time
 import torch
-import mmengine.runner.runner as runner_module
-from mmengine.fileio.backends import LocalBackend
-import mmseg_prompt  # installs the atomic save
+from mmengine.runner.checkpoint import save_checkpoint
+from mmseg_prompt.utils import atomic_checkpoint
 
-def half_then_hang(self, obj, filepath):
-    with open(filepath, 'wb') as f:
-        f.write(obj[:len(obj) // 2])
-    print('half written', flush=True)
-    time.sleep(600)
+class HalfThenHang:
+    def __init__(self, path, mode):
+        self.f = open(path, mode)
+    def write(self, data):
+        self.f.write(data[:len(data) // 2])
+        self.f.flush()
+        print('half written', flush=True)
+        time.sleep(600)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        self.f.close()
 
-LocalBackend.put = half_then_hang
-runner_module.save_checkpoint(dict(state_dict=dict(w=torch.ones(4096))), sys.argv[1])
+atomic_checkpoint.open = HalfThenHang
+save_checkpoint(dict(state_dict=dict(w=torch.ones(4096))), sys.argv[1],
+                backend_args=dict(backend='atomic_local'))
 """
 
 

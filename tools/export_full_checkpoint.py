@@ -32,6 +32,8 @@ def main(argv=None):
     args = parse_args(argv)
     import mmseg_prompt  # noqa: F401
     from mmseg.registry import MODELS
+
+    from mmseg_prompt.utils.atomic_checkpoint import write_atomically
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -43,14 +45,8 @@ def main(argv=None):
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = dict(ckpt.get('meta', {}), exported_from=osp.abspath(args.checkpoint),
                 trunk_from=backbone.trunk_source)
-    tmp = f'{args.out}.tmp{os.getpid()}'
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    try:
-        torch.save(dict(meta=meta, state_dict=state), tmp)
-        os.replace(tmp, args.out)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    write_atomically(args.out, lambda f: torch.save(dict(meta=meta, state_dict=state), f))
     n_trunk = sum(1 for k in state if k.startswith('backbone.trunk.'))
     print(f'wrote {args.out}: {len(state)} tensors ({n_trunk} of the frozen trunk), '
           f'{osp.getsize(args.out) / 2**20:.1f} MiB; the tuned checkpoint was '

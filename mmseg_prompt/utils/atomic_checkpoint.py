@@ -1,16 +1,24 @@
-"""Checkpoints are written to a temporary file and renamed, so an interrupted write never
-leaves a half-written checkpoint (mmengine writes straight to the final path). A process killed
-during the write (SIGKILL, out of memory) leaves its ``<checkpoint>.pth.tmp<pid>``;
-``remove_stale_temporaries`` deletes those of dead processes."""
+"""Checkpoints written to a temporary file and renamed, so an interrupted write never leaves a
+half-written checkpoint (mmengine's local backend writes straight to the final path).
+
+mmengine's ``save_checkpoint`` serialises the checkpoint and hands the bytes to the file backend
+that ``backend_args`` names (``get_file_backend(...).put(bytes, path)``). This module registers
+``AtomicLocalBackend`` under the name ``'atomic_local'`` with mmengine's ``register_backend``; the
+configs select it with ``default_hooks.checkpoint.backend_args=dict(backend='atomic_local')``.
+A process killed during the write (SIGKILL, out of memory) leaves its ``<file>.tmp<pid>``;
+``remove_stale_temporaries`` deletes those of dead processes.
+"""
 import os
 import os.path as osp
 import re
-from typing import List
+from pathlib import Path
+from typing import BinaryIO, Callable, List, Union
 
-import mmengine.runner.runner as _runner_module
+from mmengine.fileio import LocalBackend, register_backend
 
-_ORIGINAL = _runner_module.save_checkpoint
-_TEMPORARY = re.compile(r'.+\.pth\.tmp(?P<pid>\d+)')  # a checkpoint's, as temporary_path names it
+BACKEND_NAME = 'atomic_local'
+# a checkpoint's or mmengine's last_checkpoint file's, as temporary_path names them
+_TEMPORARY = re.compile(r'(.+\.pth|last_checkpoint)\.tmp(?P<pid>\d+)')
 
 
 def temporary_path(filename: str, pid: int) -> str:
@@ -18,19 +26,32 @@ def temporary_path(filename: str, pid: int) -> str:
     return f'{filename}.tmp{pid}'
 
 
-def atomic_save_checkpoint(checkpoint, filename, file_client_args=None, backend_args=None):
-    """mmengine's ``save_checkpoint`` for local paths, through ``<filename>.tmp<pid>`` and an
-    atomic ``os.replace``; other backends (``s3://`` ...) go to mmengine unchanged."""
-    if '://' in str(filename):
-        return _ORIGINAL(checkpoint, filename, file_client_args=file_client_args,
-                         backend_args=backend_args)
+def write_atomically(filename: Union[str, Path], write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on ``<filename>.tmp<pid>`` opened for binary writing, then rename it to
+    ``filename`` with ``os.replace`` (atomic on one filesystem); on any error the temporary is
+    removed and ``filename`` keeps what it had."""
+    filename = str(filename)
     tmp = temporary_path(filename, os.getpid())
     try:
-        _ORIGINAL(checkpoint, tmp, file_client_args=file_client_args, backend_args=backend_args)
+        with open(tmp, 'wb') as f:
+            write(f)
         os.replace(tmp, filename)
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
+
+
+@register_backend(BACKEND_NAME)
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's ``LocalBackend`` whose writes (``put``, ``put_text``) go through a temporary
+    file and an atomic rename; everything else (reads, listing, removal) is the local backend's."""
+
+    def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
+        os.makedirs(osp.dirname(osp.abspath(filepath)), exist_ok=True)
+        write_atomically(filepath, lambda f: f.write(obj))
+
+    def put_text(self, obj: str, filepath: Union[str, Path], encoding: str = 'utf-8') -> None:
+        self.put(obj.encode(encoding), filepath)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -63,8 +84,3 @@ def remove_stale_temporaries(directory: str) -> List[str]:
             continue
         removed.append(path)
     return removed
-
-
-def use_atomic_checkpoint_saves():
-    """Make every mmengine Runner save checkpoints atomically (idempotent)."""
-    _runner_module.save_checkpoint = atomic_save_checkpoint

@@ -20,7 +20,9 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=8000, max_keep_ckpts=3,
-                    save_best='mIoU'),
+                    save_best='mIoU',
+                    # via <file>.tmp<pid> and a rename (mmseg_prompt/utils/atomic_checkpoint.py)
+                    backend_args=dict(backend='atomic_local')),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'),
     # mmseg-prompt's checks (mmseg_prompt/engine/): the frozen trunk hashes the same after
