@@ -51,8 +51,7 @@ def setup(tmp_path_factory):
     record (the format before it), its full export, and a VPT-Deep config of the same shapes."""
     from mmengine.config import Config
 
-    from mmseg_prompt.datasets import make_synthetic_ade20k
-    from mmseg_prompt.models.backbones import save_random_trunk
+    from mmseg_prompt.testing import make_synthetic_ade20k, save_random_trunk
     root = tmp_path_factory.mktemp('provenance')
     data_root = make_synthetic_ade20k(root / 'ade', num_train=4, num_val=2, seed=1)
     bb = Config.fromfile(CONFIG).model.backbone.to_dict()
@@ -310,10 +309,10 @@ def test_mmseg_apis_check_what_they_load(setup, api, fn):
 
 # ----------------------------------------------------------------------------- in process
 def tiny_segmentor(pretrained=None, **backbone):
-    """A tiny CVPT StrictEncoderDecoder on the conftest trunk (width 64, 3 blocks)."""
+    """A tiny CVPT StrictEncoderDecoder on the tiny test trunk (width 64, 3 blocks)."""
     from mmseg.registry import MODELS
 
-    from conftest import TINY_KWARGS, TINY_NAME
+    from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
     bb = dict(type='CVPTViT', model_name=TINY_NAME, img_size=64, model_kwargs=TINY_KWARGS,
               out_indices=(2,), num_prompts=2,
               pretrained=None if pretrained is None else str(pretrained))

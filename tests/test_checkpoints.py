@@ -11,8 +11,7 @@ from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
 from mmseg_prompt.models.backbones import TrunkWeightsError
-
-from conftest import TINY_KWARGS, TINY_NAME
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
 REPO = __file__.rsplit('/tests/', 1)[0]
 

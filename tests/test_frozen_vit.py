@@ -7,8 +7,7 @@ from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
 from mmseg_prompt.models.backbones import FrozenViT, TrunkWeightsError
-
-from conftest import TINY_KWARGS, TINY_NAME
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
 
 def build(**kw):

@@ -9,8 +9,7 @@ from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
 from mmseg_prompt.models.backbones import CVPTViT, PromptCrossAttention, VPTDeepViT, prompt_counts
-
-from conftest import TINY_KWARGS, TINY_NAME
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
 METHODS = ['CVPTViT', 'VPTDeepViT']
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import TINY_KWARGS, TINY_NAME
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
 
 def test_import_registers_in_mmseg_registry():

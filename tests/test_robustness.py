@@ -28,8 +28,7 @@ def run(args, **kw):
 def toy(tmp_path_factory):
     from mmengine.config import Config
 
-    from mmseg_prompt.datasets import make_synthetic_ade20k
-    from mmseg_prompt.models.backbones import save_random_trunk
+    from mmseg_prompt.testing import make_synthetic_ade20k, save_random_trunk
     root = tmp_path_factory.mktemp('robust')
     data_root = make_synthetic_ade20k(root / 'ade', num_train=8, num_val=2, seed=3)
     bb = Config.fromfile(CVPT).model.backbone
@@ -168,7 +167,7 @@ def test_trunk_check_catches_a_changed_trunk(tiny_trunk_file):
 
     from mmseg_prompt.engine import FrozenTrunkCheckHook
     path, _ = tiny_trunk_file
-    from conftest import TINY_KWARGS, TINY_NAME
+    from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
     model = MODELS.build(dict(type='EncoderDecoder', backbone=dict(
         type='CVPTViT', model_name=TINY_NAME, img_size=64, model_kwargs=TINY_KWARGS,
         out_indices=(2,), pretrained=str(path)), decode_head=dict(

@@ -81,8 +81,7 @@ def main(argv=None):
     from mmengine.config import Config
 
     import mmseg_prompt  # noqa: F401
-    from mmseg_prompt.datasets import make_synthetic_ade20k
-    from mmseg_prompt.models.backbones import save_random_trunk
+    from mmseg_prompt.testing import make_synthetic_ade20k, save_random_trunk
 
     work = osp.abspath(args.work_dir)
     os.makedirs(work, exist_ok=True)
