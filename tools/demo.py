@@ -22,7 +22,6 @@ import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)  # so that a plain `python tools/demo.py` finds the package too
 CONFIG = 'configs/example/cvpt_tiny_ade20k_synthetic.py'
 MIN_GAIN = 20.0  # mIoU points the trained model must beat the untrained one by
 

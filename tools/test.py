@@ -12,12 +12,9 @@ the frozen trunk comes from `model.backbone.pretrained`.
 import argparse
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repo, without install
-
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
 
 
 def parse_args(argv=None):

@@ -31,7 +31,6 @@ import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, REPO)
 METHOD_TYPES = dict(trunk='FrozenViT', vpt='VPTDeepViT', cvpt='CVPTViT')
 
 

@@ -15,12 +15,8 @@ a sliding-window test costs this times its number of windows. mmseg 1.2.2's own
 """
 import argparse
 import json
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # the repo
-
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config, DictAction
 
 
 def parse_args(argv=None):

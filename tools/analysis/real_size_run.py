@@ -77,7 +77,6 @@ def last_train_stats(log_path):
 
 def main(argv=None):
     args = parse_args(argv)
-    sys.path.insert(0, REPO)
     from mmengine.config import Config
 
     import mmseg_prompt  # noqa: F401
