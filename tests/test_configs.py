@@ -7,7 +7,7 @@ from mmengine.config import Config
 from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
-from mmseg_prompt.utils.label_classes import check_label_classes
+from mmseg_prompt.apis.label_classes import check_label_classes
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOP_LEVEL = sorted(p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)

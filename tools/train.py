@@ -44,7 +44,7 @@ def parse_args(argv=None):
 
 
 def build_cfg(args) -> Config:
-    from mmseg_prompt.utils.tool_config import load_tool_config
+    from mmseg_prompt.apis.tool_config import load_tool_config
     cfg = load_tool_config(args)
     if args.amp:
         from mmseg_prompt.engine import bf16_device
@@ -85,7 +85,7 @@ def build_cfg(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     import mmseg_prompt  # noqa: F401  (the config's custom_imports does the same)
-    from mmseg_prompt.utils.tool_config import check_and_prepare
+    from mmseg_prompt.apis.tool_config import check_and_prepare
     cfg = build_cfg(args)
     check_and_prepare(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
