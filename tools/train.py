@@ -9,11 +9,15 @@ from `model.backbone.pretrained` when they are loaded (`--resume`, `load_from`, 
 import argparse
 import logging
 import os
+import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+CHECK_HOOKS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', '_base_',
+                       'check_hooks.py')
 
 
 def parse_args(argv=None):
@@ -43,6 +47,17 @@ def parse_args(argv=None):
     return args
 
 
+def add_check_hooks(cfg) -> None:
+    """Add the hooks of configs/_base_/check_hooks.py (their one declaration; the schedule bases
+    inherit it) that ``cfg`` lacks, by type: a config not built on those bases gets the checks
+    too. The configs folder is this tool's sibling in the repository and in a wheel's .mim/."""
+    cfg.setdefault('default_hooks', {})
+    for name, hook in Config.fromfile(CHECK_HOOKS).default_hooks.items():
+        if not any(isinstance(h, dict) and h.get('type') == hook['type']
+                   for h in cfg.default_hooks.values()):
+            cfg.default_hooks[name] = hook
+
+
 def build_cfg(args) -> Config:
     from mmseg_prompt.apis.tool_config import load_tool_config
     cfg = load_tool_config(args)
@@ -68,13 +83,7 @@ def build_cfg(args) -> Config:
             cfg.compile = True
             print_log('--compile: the Runner will torch.compile model.train_step (inductor); '
                       'the first iterations are slow while it compiles', logger='current')
-    for name, hook in dict(trunk_check='FrozenTrunkCheckHook', nan_guard='NaNLossGuardHook',
-                           rng_state='RNGStateHook', stale_temps='StaleTempCleanupHook',
-                           label_check='SegLabelCheckHook').items():
-        cfg.setdefault('default_hooks', {})  # configs not built on our bases get the checks too
-        if not any(isinstance(h, dict) and h.get('type') == hook
-                   for h in cfg.default_hooks.values()):
-            cfg.default_hooks[name] = dict(type=hook)
+    add_check_hooks(cfg)
     if args.resume == 'auto':  # mmseg's behaviour: the latest checkpoint in the work dir
         cfg.resume = True
     elif args.resume is not None:
