@@ -11,6 +11,7 @@ import pytest
 
 from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
+pytestmark = pytest.mark.slow  # every test runs a tool in a subprocess
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 

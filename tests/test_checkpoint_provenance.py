@@ -118,6 +118,7 @@ def assert_passes(baseline, tool):
 
 
 # ----------------------------------------------------------------------------- test tools
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 @pytest.mark.parametrize('tool', TOOLS)
 def test_other_trunk_is_refused_and_the_same_trunk_passes(setup, baseline, tool, tmp_path):
     res = run_test_tool(setup, tool, tmp_path, trunk='b')
@@ -129,6 +130,7 @@ def test_other_trunk_is_refused_and_the_same_trunk_passes(setup, baseline, tool,
     assert_passes(baseline, tool)
 
 
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 def test_allow_other_trunk_loads_with_a_warning(setup, baseline, tmp_path):
     res = run_test_tool(setup, 'ours', tmp_path, trunk='b',
                     opts=['model.backbone.allow_other_trunk=True'])
@@ -141,6 +143,7 @@ def test_allow_other_trunk_loads_with_a_warning(setup, baseline, tmp_path):
     assert_passes(baseline, 'ours')
 
 
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 @pytest.mark.parametrize('tool', TOOLS)
 def test_other_method_is_refused_and_the_right_config_passes(setup, baseline, tool, tmp_path):
     """A CVPT checkpoint fits a VPT-Deep model key for key and shape for shape."""
@@ -152,6 +155,7 @@ def test_other_method_is_refused_and_the_right_config_passes(setup, baseline, to
     assert_passes(baseline, tool)
 
 
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 def test_other_num_classes_is_refused_by_the_stock_test_tool(setup, baseline, tmp_path):
     res = run_test_tool(setup, 'stock', tmp_path, opts=['model.decode_head.num_classes=151',
                                                     'model.auxiliary_head.num_classes=151'])
@@ -163,6 +167,7 @@ def test_other_num_classes_is_refused_by_the_stock_test_tool(setup, baseline, tm
     assert_passes(baseline, 'stock')
 
 
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 def test_other_head_width_is_refused(setup, baseline, tmp_path):
     res = run_test_tool(setup, 'ours', tmp_path, opts=['model.decode_head.channels=32'])
     assert res.returncode != 0
@@ -173,6 +178,7 @@ def test_other_head_width_is_refused(setup, baseline, tmp_path):
     assert_passes(baseline, 'ours')
 
 
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 def test_old_format_checkpoint_loads_with_one_warning(setup, baseline, tmp_path):
     res = run_test_tool(setup, 'ours', tmp_path, ckpt=setup['old'], out=tmp_path / 'preds')
     assert res.returncode == 0, res.stderr[-3000:]
@@ -185,6 +191,7 @@ def test_old_format_checkpoint_loads_with_one_warning(setup, baseline, tmp_path)
     assert preds.keys() == ref.keys() and all(np.array_equal(preds[k], ref[k]) for k in ref)
 
 
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 @pytest.mark.parametrize('tool', TOOLS)
 def test_full_checkpoint_loads_without_the_trunk_file(setup, baseline, tool, tmp_path):
     out = tmp_path / 'preds' if tool == 'ours' else None
@@ -200,6 +207,7 @@ def test_full_checkpoint_loads_without_the_trunk_file(setup, baseline, tool, tmp
 
 
 # ----------------------------------------------------------------------------- train tools
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 def test_resume_and_load_from_on_another_trunk_are_refused(setup, tmp_path):
     def train(tool, work, trunk, *extra):
         return run([f'{TOOLS[tool]}/train.py', CONFIG, '--work-dir', work] + list(extra)
@@ -283,6 +291,7 @@ def api(setup):
     return json.loads(line[len('RESULTS '):])
 
 
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 @pytest.mark.parametrize('fn', ['init_model', 'inferencer'])
 def test_mmseg_apis_check_what_they_load(setup, api, fn):
     def case(name):

@@ -104,6 +104,7 @@ def test_wrong_backbone_is_refused(tmp_path, tiny_trunk_file):
                         str(tmp_path / 'tuned.pth'))
 
 
+@pytest.mark.slow  # runs tools/export_full_checkpoint.py in a subprocess
 def test_exported_full_checkpoint_needs_no_trunk_file(tmp_path, tiny_trunk_file):
     trunk_file, _ = tiny_trunk_file
     model = segmentor(trunk_file).eval()

@@ -132,7 +132,8 @@ def outputs_and_grads(bb, x, fn):
     return [o.detach() for o in outs], grads
 
 
-@pytest.mark.parametrize('case, backend', [('CVPT-folded', 'inductor'),
+@pytest.mark.parametrize('case, backend', [pytest.param('CVPT-folded', 'inductor',
+                                                        marks=pytest.mark.slow),  # ~20 s on CPU
                                            ('CVPT-plain', 'aot_eager'),
                                            ('VPTDeepViT', 'aot_eager'),
                                            ('DAVPT+', 'aot_eager')])

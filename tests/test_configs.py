@@ -45,6 +45,7 @@ def test_config_parses_and_carries_custom_imports(path):
             assert word in text, f'{path} does not say where its {word} comes from'
 
 
+@pytest.mark.slow  # ViT-L models (300M parameters) built on CPU, about 15 s each
 @pytest.mark.parametrize('path', VITL, ids=osp.basename)
 def test_vitl_configs_build_without_weights(path):
     cfg = Config.fromfile(path)

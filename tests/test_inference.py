@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # mmseg's APIs and the tools in subprocesses, every config
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
                  if '_base_' not in p)

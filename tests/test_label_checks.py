@@ -13,6 +13,7 @@ import mmseg
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # our and the stock train/test tools in subprocesses
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs/example/cvpt_tiny_ade20k_synthetic.py')
 STOCK = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools')

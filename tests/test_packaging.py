@@ -14,6 +14,7 @@ import zipfile
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds and installs a wheel, runs its tools
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SOURCES = ('setup.py', 'MANIFEST.in', 'README.md', 'requirements', 'mmseg_prompt', 'configs',
            'tools')

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # end to end: train and test through the tools
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs/example/cvpt_tiny_ade20k_synthetic.py')
 STOCK_TEST = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'test.py')
