@@ -160,6 +160,7 @@ def test_compiled_forward_and_gradients_equal_eager(case, backend, device):
         torch.testing.assert_close(compiled_grads[name], g, **tol, msg=lambda m: f'{name}: {m}')
 
 
+@pytest.mark.slow  # an inductor compile: about 15 s on 2 CPU cores
 def test_compiled_dropout_keeps_one_minus_p_and_eager_keeps_its_random_bits(device):
     """Compiled, RandomBitsDropout is F.dropout (inductor draws the masks): keep rate 1 - p and
     scale 1 / (1 - p). Eager on CPU it still draws the masks from 16 random bits."""
