@@ -5,7 +5,7 @@ PYTHON ?= python3
 SETUP_ARGS ?=
 VENV_PY := .venv/bin/python
 
-.PHONY: setup demo test
+.PHONY: setup demo test test-fast
 
 setup:
 	$(PYTHON) tools/setup_env.py $(SETUP_ARGS)
@@ -15,3 +15,8 @@ demo: setup
 
 test: setup
 	$(VENV_PY) -m pytest tests
+
+# the unit tests only, in under two minutes on a 2-core CPU: without the end-to-end, subprocess
+# and ViT-L tests (marked slow) and those that need the package registry (marked network)
+test-fast: setup
+	$(VENV_PY) -m pytest tests -m "not slow and not network"

@@ -2,9 +2,7 @@ import pytest
 import timm
 import torch
 
-# A tiny ViT (3 blocks, width 64) for the CPU tests; the architecture is timm's own.
-TINY_NAME = 'vit_base_patch16_224'
-TINY_KWARGS = dict(depth=3, embed_dim=64, num_heads=2)
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ import textwrap
 import cv2
 import pytest
 
-from conftest import TINY_KWARGS, TINY_NAME
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
+pytestmark = pytest.mark.slow  # every test runs a tool in a subprocess
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
@@ -91,7 +92,7 @@ def test_get_flops_of_the_vitl_config_without_the_trunk_file(tmp_path):
 
 @pytest.fixture(scope='module')
 def synthetic_data(tmp_path_factory):
-    from mmseg_prompt.datasets import make_synthetic_ade20k
+    from mmseg_prompt.testing import make_synthetic_ade20k
     return make_synthetic_ade20k(tmp_path_factory.mktemp('browse') / 'ade', num_train=3,
                                  num_val=1, seed=0)
 

@@ -5,9 +5,12 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+@pytest.mark.slow  # runs the benchmark tool in subprocesses
 def test_benchmark_writes_table_json_and_plot(tmp_path):
     res = subprocess.run(
         [sys.executable, f'{REPO}/tools/analysis/benchmark_prompts.py', '--img', '32',
@@ -51,6 +54,7 @@ def test_benchmark_writes_table_json_and_plot(tmp_path):
     assert (tmp_path / 'cost_vs_prompts.png').exists()
 
 
+@pytest.mark.slow  # runs the benchmark tool in subprocesses
 def test_compiled_sweep_and_its_comparison_with_eager(tmp_path):
     """--compile runs every case through torch.compile'd modules (aot_eager here, to keep the
     test short); --report EAGER COMPILED prints each case's speed-up."""

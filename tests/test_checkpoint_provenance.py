@@ -51,8 +51,7 @@ def setup(tmp_path_factory):
     record (the format before it), its full export, and a VPT-Deep config of the same shapes."""
     from mmengine.config import Config
 
-    from mmseg_prompt.datasets import make_synthetic_ade20k
-    from mmseg_prompt.models.backbones import save_random_trunk
+    from mmseg_prompt.testing import make_synthetic_ade20k, save_random_trunk
     root = tmp_path_factory.mktemp('provenance')
     data_root = make_synthetic_ade20k(root / 'ade', num_train=4, num_val=2, seed=1)
     bb = Config.fromfile(CONFIG).model.backbone.to_dict()
@@ -119,6 +118,7 @@ def assert_passes(baseline, tool):
 
 
 # ----------------------------------------------------------------------------- test tools
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 @pytest.mark.parametrize('tool', TOOLS)
 def test_other_trunk_is_refused_and_the_same_trunk_passes(setup, baseline, tool, tmp_path):
     res = run_test_tool(setup, tool, tmp_path, trunk='b')
@@ -130,6 +130,7 @@ def test_other_trunk_is_refused_and_the_same_trunk_passes(setup, baseline, tool,
     assert_passes(baseline, tool)
 
 
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 def test_allow_other_trunk_loads_with_a_warning(setup, baseline, tmp_path):
     res = run_test_tool(setup, 'ours', tmp_path, trunk='b',
                     opts=['model.backbone.allow_other_trunk=True'])
@@ -142,6 +143,7 @@ def test_allow_other_trunk_loads_with_a_warning(setup, baseline, tmp_path):
     assert_passes(baseline, 'ours')
 
 
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 @pytest.mark.parametrize('tool', TOOLS)
 def test_other_method_is_refused_and_the_right_config_passes(setup, baseline, tool, tmp_path):
     """A CVPT checkpoint fits a VPT-Deep model key for key and shape for shape."""
@@ -153,6 +155,7 @@ def test_other_method_is_refused_and_the_right_config_passes(setup, baseline, to
     assert_passes(baseline, tool)
 
 
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 def test_other_num_classes_is_refused_by_the_stock_test_tool(setup, baseline, tmp_path):
     res = run_test_tool(setup, 'stock', tmp_path, opts=['model.decode_head.num_classes=151',
                                                     'model.auxiliary_head.num_classes=151'])
@@ -164,6 +167,7 @@ def test_other_num_classes_is_refused_by_the_stock_test_tool(setup, baseline, tm
     assert_passes(baseline, 'stock')
 
 
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 def test_other_head_width_is_refused(setup, baseline, tmp_path):
     res = run_test_tool(setup, 'ours', tmp_path, opts=['model.decode_head.channels=32'])
     assert res.returncode != 0
@@ -174,6 +178,7 @@ def test_other_head_width_is_refused(setup, baseline, tmp_path):
     assert_passes(baseline, 'ours')
 
 
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 def test_old_format_checkpoint_loads_with_one_warning(setup, baseline, tmp_path):
     res = run_test_tool(setup, 'ours', tmp_path, ckpt=setup['old'], out=tmp_path / 'preds')
     assert res.returncode == 0, res.stderr[-3000:]
@@ -186,6 +191,7 @@ def test_old_format_checkpoint_loads_with_one_warning(setup, baseline, tmp_path)
     assert preds.keys() == ref.keys() and all(np.array_equal(preds[k], ref[k]) for k in ref)
 
 
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 @pytest.mark.parametrize('tool', TOOLS)
 def test_full_checkpoint_loads_without_the_trunk_file(setup, baseline, tool, tmp_path):
     out = tmp_path / 'preds' if tool == 'ours' else None
@@ -201,6 +207,7 @@ def test_full_checkpoint_loads_without_the_trunk_file(setup, baseline, tool, tmp
 
 
 # ----------------------------------------------------------------------------- train tools
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 def test_resume_and_load_from_on_another_trunk_are_refused(setup, tmp_path):
     def train(tool, work, trunk, *extra):
         return run([f'{TOOLS[tool]}/train.py', CONFIG, '--work-dir', work] + list(extra)
@@ -284,6 +291,7 @@ def api(setup):
     return json.loads(line[len('RESULTS '):])
 
 
+@pytest.mark.slow  # trains, exports and tests through the tools in subprocesses
 @pytest.mark.parametrize('fn', ['init_model', 'inferencer'])
 def test_mmseg_apis_check_what_they_load(setup, api, fn):
     def case(name):
@@ -310,10 +318,10 @@ def test_mmseg_apis_check_what_they_load(setup, api, fn):
 
 # ----------------------------------------------------------------------------- in process
 def tiny_segmentor(pretrained=None, **backbone):
-    """A tiny CVPT StrictEncoderDecoder on the conftest trunk (width 64, 3 blocks)."""
+    """A tiny CVPT StrictEncoderDecoder on the tiny test trunk (width 64, 3 blocks)."""
     from mmseg.registry import MODELS
 
-    from conftest import TINY_KWARGS, TINY_NAME
+    from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
     bb = dict(type='CVPTViT', model_name=TINY_NAME, img_size=64, model_kwargs=TINY_KWARGS,
               out_indices=(2,), num_prompts=2,
               pretrained=None if pretrained is None else str(pretrained))

@@ -11,8 +11,7 @@ from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
 from mmseg_prompt.models.backbones import TrunkWeightsError
-
-from conftest import TINY_KWARGS, TINY_NAME
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
 REPO = __file__.rsplit('/tests/', 1)[0]
 
@@ -105,6 +104,7 @@ def test_wrong_backbone_is_refused(tmp_path, tiny_trunk_file):
                         str(tmp_path / 'tuned.pth'))
 
 
+@pytest.mark.slow  # runs tools/export_full_checkpoint.py in a subprocess
 def test_exported_full_checkpoint_needs_no_trunk_file(tmp_path, tiny_trunk_file):
     trunk_file, _ = tiny_trunk_file
     model = segmentor(trunk_file).eval()

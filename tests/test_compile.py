@@ -15,8 +15,7 @@ from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
 from mmseg_prompt.models.utils import RandomBitsDropout, random_bits_keep_mask
-
-from conftest import TINY_KWARGS, TINY_NAME
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRUNK = dict(TINY_KWARGS, depth=2)  # two blocks: compile time grows with the graph
@@ -139,7 +138,8 @@ def outputs_and_grads(bb, x, fn):
     return [o.detach() for o in outs], grads
 
 
-@pytest.mark.parametrize('case, backend', [('CVPT-folded', 'inductor'),
+@pytest.mark.parametrize('case, backend', [pytest.param('CVPT-folded', 'inductor',
+                                                        marks=pytest.mark.slow),  # ~20 s on CPU
                                            ('CVPT-plain', 'aot_eager'),
                                            ('VPTDeepViT', 'aot_eager'),
                                            ('DAVPT+', 'aot_eager')])
@@ -166,6 +166,7 @@ def test_compiled_forward_and_gradients_equal_eager(case, backend, device):
         torch.testing.assert_close(compiled_grads[name], g, **tol, msg=lambda m: f'{name}: {m}')
 
 
+@pytest.mark.slow  # an inductor compile: about 15 s on 2 CPU cores
 def test_compiled_dropout_keeps_one_minus_p_and_eager_keeps_its_random_bits(device):
     """Compiled, RandomBitsDropout is F.dropout (inductor draws the masks): keep rate 1 - p and
     scale 1 / (1 - p). Eager on CPU it still draws the masks from 16 random bits."""
@@ -209,8 +210,7 @@ def test_train_tool_compile_flag_trains_a_compiled_step(tmp_path):
     and two iterations run (the second recompiles for new input sizes and learning rate)."""
     from mmengine.config import Config
 
-    from mmseg_prompt.datasets import make_synthetic_ade20k
-    from mmseg_prompt.models.backbones import save_random_trunk
+    from mmseg_prompt.testing import make_synthetic_ade20k, save_random_trunk
     config = osp.join(REPO, 'configs/example/cvpt_tiny_ade20k_synthetic.py')
     data_root = make_synthetic_ade20k(tmp_path / 'ade', num_train=4, num_val=1, seed=1)
     save_random_trunk(Config.fromfile(config).model.backbone, tmp_path / 'trunk.pth', seed=0)

@@ -7,7 +7,7 @@ from mmengine.config import Config
 from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
-from mmseg_prompt.utils.label_classes import check_label_classes
+from mmseg_prompt.apis.label_classes import check_label_classes
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOP_LEVEL = sorted(p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
@@ -45,6 +45,7 @@ def test_config_parses_and_carries_custom_imports(path):
             assert word in text, f'{path} does not say where its {word} comes from'
 
 
+@pytest.mark.slow  # ViT-L models (300M parameters) built on CPU, about 15 s each
 @pytest.mark.parametrize('path', VITL, ids=osp.basename)
 def test_vitl_configs_build_without_weights(path):
     cfg = Config.fromfile(path)
@@ -89,3 +90,31 @@ def test_label_classes_follow_the_heads_and_name_both_keys():
     cfg.train_dataloader.dataset.pipeline[2].num_classes = 150
     with pytest.raises(ValueError, match=r'train_dataloader.dataset.pipeline.2.num_classes = 150'):
         check_label_classes(cfg)
+
+
+def test_check_hooks_declared_once_reach_the_bases_and_the_train_tool():
+    """configs/_base_/check_hooks.py is the one declaration of our hooks: the schedule bases
+    inherit it (mmseg's stock tools see only configs), tools/train.py adds from it the hooks a
+    config lacks, and keeps a config's own entry of the same type."""
+    import importlib.util
+    hooks = Config.fromfile(osp.join(REPO, 'configs/_base_/check_hooks.py')).default_hooks
+    assert {h.type for h in hooks.values()} == {
+        'FrozenTrunkCheckHook', 'NaNLossGuardHook', 'RNGStateHook', 'StaleTempCleanupHook',
+        'SegLabelCheckHook'}
+    for schedule in ('schedule_80k.py', 'schedule_160k.py'):
+        cfg = Config.fromfile(osp.join(REPO, 'configs/_base_/schedules', schedule))
+        for name, hook in hooks.items():
+            assert cfg.default_hooks[name] == hook
+        assert cfg.default_hooks.checkpoint.type == 'CheckpointHook'  # the schedule's own kept
+    spec = importlib.util.spec_from_file_location('train_tool', f'{REPO}/tools/train.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    bare = Config(dict(default_hooks=dict(mine=dict(type='RNGStateHook'))))
+    tool.add_check_hooks(bare)
+    assert bare.default_hooks.mine == dict(type='RNGStateHook') and 'rng_state' not in \
+        bare.default_hooks
+    assert {n: h for n, h in bare.default_hooks.items() if n != 'mine'} == \
+        {n: h for n, h in hooks.items() if n != 'rng_state'}
+    empty = Config(dict())
+    tool.add_check_hooks(empty)
+    assert empty.default_hooks == hooks

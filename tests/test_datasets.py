@@ -10,10 +10,10 @@ from mmengine.config import Config
 from mmseg.registry import DATASETS, TRANSFORMS
 
 import mmseg_prompt.datasets  # noqa: F401  (registers CheckSegLabels)
-from mmseg_prompt.datasets import (ADE20K_SYNTHETIC_CLASSES, PASCAL_CONTEXT_SYNTHETIC_CLASSES,
-                                   SYNTHETIC_COLOURS, CheckSegLabels, DatasetLayoutError,
-                                   check_dataset_layout, make_synthetic_ade20k,
-                                   make_synthetic_pascal_context)
+from mmseg_prompt.datasets import CheckSegLabels, DatasetLayoutError, check_dataset_layout
+from mmseg_prompt.testing import (ADE20K_SYNTHETIC_CLASSES, PASCAL_CONTEXT_SYNTHETIC_CLASSES,
+                                  SYNTHETIC_COLOURS, make_synthetic_ade20k,
+                                  make_synthetic_pascal_context)
 
 ADE_PREFIX = {'train': dict(img_path='images/training', seg_map_path='annotations/training'),
               'val': dict(img_path='images/validation', seg_map_path='annotations/validation')}

@@ -9,8 +9,7 @@ from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
 from mmseg_prompt.models import cosine_kmeans, map_unseen, proxy_anchor_loss
-
-from conftest import TINY_KWARGS, TINY_NAME
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
 
 def build(type='DAVPTViT', **kw):

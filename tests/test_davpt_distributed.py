@@ -2,9 +2,12 @@
 class-to-prompt mapping, equal to one process holding all the statistics."""
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+pytestmark = pytest.mark.slow  # two gloo processes: about 30 s on 2 CPU cores
 
 
 def free_port():

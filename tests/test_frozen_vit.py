@@ -7,8 +7,7 @@ from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
 from mmseg_prompt.models.backbones import FrozenViT, TrunkWeightsError
-
-from conftest import TINY_KWARGS, TINY_NAME
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
 
 def build(**kw):
@@ -198,6 +197,7 @@ def test_bad_options_are_refused(tiny_trunk_file):
     assert build(out_indices=(-1,)).out_indices == (2,)
 
 
+@pytest.mark.slow  # a ViT-L built on CPU
 def test_vit_large_builds_with_the_papers_shape():
     bb = FrozenViT()  # the default: vit_large_patch16_384 at 512, blocks 7, 11, 15, 23
     assert bb.depth == 24 and bb.embed_dim == 1024

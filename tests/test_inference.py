@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # mmseg's APIs and the tools in subprocesses, every config
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
                  if '_base_' not in p)
@@ -75,8 +76,8 @@ def shrunk(tmp_path_factory):
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS, MODELS
 
-    from mmseg_prompt.datasets import make_synthetic_ade20k, make_synthetic_pascal_context
-    from mmseg_prompt.models.backbones import save_random_trunk
+    from mmseg_prompt.testing import (make_synthetic_ade20k, make_synthetic_pascal_context,
+                                      save_random_trunk)
     root = tmp_path_factory.mktemp('infer')
     roots = {'ade': make_synthetic_ade20k(root / 'ade', num_train=1, num_val=2, seed=5),
              'context': make_synthetic_pascal_context(root / 'ctx', num_train=1, num_val=1,

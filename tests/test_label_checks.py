@@ -13,6 +13,7 @@ import mmseg
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # our and the stock train/test tools in subprocesses
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs/example/cvpt_tiny_ade20k_synthetic.py')
 STOCK = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools')
@@ -39,8 +40,7 @@ def passing(tmp_path_factory):
     stock train.py; the checkpoint of the first serves the test-time cases."""
     from mmengine.config import Config
 
-    from mmseg_prompt.datasets import make_synthetic_ade20k
-    from mmseg_prompt.models.backbones import save_random_trunk
+    from mmseg_prompt.testing import make_synthetic_ade20k, save_random_trunk
     root = tmp_path_factory.mktemp('labels')
     data_root = make_synthetic_ade20k(root / 'ade', num_train=2, num_val=2, seed=2)
     trunk = root / 'trunk.pth'

@@ -6,7 +6,7 @@ from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
 
-from conftest import TINY_KWARGS, TINY_NAME
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
 
 @pytest.mark.parametrize('method,extra', [('CVPTViT', {}), ('VPTDeepViT', {}),

@@ -14,6 +14,7 @@ import zipfile
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds and installs a wheel, runs its tools
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SOURCES = ('setup.py', 'MANIFEST.in', 'README.md', 'requirements', 'mmseg_prompt', 'configs',
            'tools')
@@ -99,8 +100,7 @@ def user_config(tmp_path):
     and data generated beside it."""
     from mmengine.config import Config
 
-    from mmseg_prompt.datasets import make_synthetic_ade20k
-    from mmseg_prompt.models.backbones import save_random_trunk
+    from mmseg_prompt.testing import make_synthetic_ade20k, save_random_trunk
     data_root = make_synthetic_ade20k(tmp_path / 'ade', num_train=2, num_val=1, seed=0)
     example = Config.fromfile(osp.join(REPO, 'configs/example/cvpt_tiny_ade20k_synthetic.py'))
     save_random_trunk(example.model.backbone, tmp_path / 'trunk.pth', seed=0)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # end to end: train and test through the tools
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs/example/cvpt_tiny_ade20k_synthetic.py')
 STOCK_TEST = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'test.py')
@@ -33,8 +34,7 @@ def trained(tmp_path_factory):
     """4 training iterations of the example config with tools/train.py."""
     from mmengine.config import Config
 
-    from mmseg_prompt.datasets import make_synthetic_ade20k
-    from mmseg_prompt.models.backbones import save_random_trunk
+    from mmseg_prompt.testing import make_synthetic_ade20k, save_random_trunk
     root = tmp_path_factory.mktemp('e2e')
     data_root = make_synthetic_ade20k(root / 'ade', num_train=8, num_val=4, seed=1)
     bb = Config.fromfile(CONFIG).model.backbone

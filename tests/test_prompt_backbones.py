@@ -9,8 +9,7 @@ from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
 from mmseg_prompt.models.backbones import CVPTViT, PromptCrossAttention, VPTDeepViT, prompt_counts
-
-from conftest import TINY_KWARGS, TINY_NAME
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
 METHODS = ['CVPTViT', 'VPTDeepViT']
 
@@ -266,6 +265,7 @@ def test_cvpt_refuses_blocks_it_cannot_share_weights_with():
         build('CVPTViT', model_kwargs=kw)
 
 
+@pytest.mark.slow  # ViT-L models built on CPU
 @pytest.mark.parametrize('cls', [CVPTViT, VPTDeepViT])
 def test_vit_large_shapes_build_without_weights(cls):
     """The paper's ViT-L/16 (24 blocks, width 1024): parameter counts and a small forward."""

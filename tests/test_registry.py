@@ -4,7 +4,9 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import TINY_KWARGS, TINY_NAME
+import pytest
+
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
 
 def test_import_registers_in_mmseg_registry():
@@ -20,6 +22,7 @@ def test_import_registers_in_mmseg_registry():
     assert MODELS.get('mmseg.VPTDeepViT') is VPTDeepViT
 
 
+@pytest.mark.slow  # a fresh interpreter (subprocess)
 def test_config_with_only_custom_imports_builds_our_modules(tmp_path):
     """In a fresh interpreter, the config's custom_imports alone must register FrozenViT."""
     cfg_file = tmp_path / 'only_custom_imports.py'

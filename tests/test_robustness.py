@@ -28,8 +28,7 @@ def run(args, **kw):
 def toy(tmp_path_factory):
     from mmengine.config import Config
 
-    from mmseg_prompt.datasets import make_synthetic_ade20k
-    from mmseg_prompt.models.backbones import save_random_trunk
+    from mmseg_prompt.testing import make_synthetic_ade20k, save_random_trunk
     root = tmp_path_factory.mktemp('robust')
     data_root = make_synthetic_ade20k(root / 'ade', num_train=8, num_val=2, seed=3)
     bb = Config.fromfile(CVPT).model.backbone
@@ -144,6 +143,7 @@ save_checkpoint(dict(state_dict=dict(w=torch.ones(4096))), sys.argv[1],
 """
 
 
+@pytest.mark.slow  # trains through tools/train.py in subprocesses
 def test_a_run_removes_the_temporaries_of_killed_saves_and_keeps_live_ones(toy, tmp_path):
     """A save SIGKILLed mid-write leaves ``iter_4.pth.tmp<pid>``; the next run deletes it and
     says so, and keeps a live process's temporary, another user's file and unrelated files."""
@@ -181,6 +181,7 @@ def test_a_run_removes_the_temporaries_of_killed_saves_and_keeps_live_ones(toy, 
 
 
 # ---------------------------------------------------------------------------- resume, determinism
+@pytest.mark.slow  # trains through tools/train.py in subprocesses
 def test_exact_resume_and_determinism(toy, tmp_path):
     """DA-VPT+ (prompt dropout, bias deltas, the mapping re-clustered every 2 iterations):
     6 iterations straight, twice, and 3 + resume to 6, give the same tuned weights."""
@@ -203,6 +204,7 @@ def test_exact_resume_and_determinism(toy, tmp_path):
 
 
 # ---------------------------------------------------------------------------- the frozen trunk
+@pytest.mark.slow  # trains through tools/train.py in subprocesses
 def test_train_reports_an_unchanged_trunk(toy, tmp_path):
     res = train(CVPT, tmp_path, toy['opts'], iters=2)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -215,7 +217,7 @@ def test_trunk_check_catches_a_changed_trunk(tiny_trunk_file):
 
     from mmseg_prompt.engine import FrozenTrunkCheckHook
     path, _ = tiny_trunk_file
-    from conftest import TINY_KWARGS, TINY_NAME
+    from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
     model = MODELS.build(dict(type='EncoderDecoder', backbone=dict(
         type='CVPTViT', model_name=TINY_NAME, img_size=64, model_kwargs=TINY_KWARGS,
         out_indices=(2,), pretrained=str(path)), decode_head=dict(
@@ -231,6 +233,7 @@ def test_trunk_check_catches_a_changed_trunk(tiny_trunk_file):
 
 
 # ---------------------------------------------------------------------------- distributed
+@pytest.mark.slow  # trains through tools/train.py in subprocesses
 def test_two_process_gloo_training(toy, tmp_path):
     # two CPU processes on gloo, also on a machine with one GPU (two NCCL ranks would need two)
     env = dict(ENV, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000),
@@ -265,6 +268,7 @@ def first_image(data_root):
     return sorted(glob.glob(str(data_root / 'images/training/*.jpg')))[0]
 
 
+@pytest.mark.slow  # trains through tools/train.py in subprocesses
 def test_corrupt_image_names_the_file(toy, tmp_path):
     data = copy_data(toy, tmp_path)
     bad = first_image(data)
@@ -276,6 +280,7 @@ def test_corrupt_image_names_the_file(toy, tmp_path):
     assert f'failed to load image: {bad}' in res.stderr
 
 
+@pytest.mark.slow  # trains through tools/train.py in subprocesses
 def test_image_without_annotation_is_named(toy, tmp_path):
     data = copy_data(toy, tmp_path)
     img = first_image(data)
@@ -286,6 +291,7 @@ def test_image_without_annotation_is_named(toy, tmp_path):
     assert '1 of 8 images have no label file' in res.stderr and osp.basename(label) in res.stderr
 
 
+@pytest.mark.slow  # trains through tools/train.py in subprocesses
 def test_label_outside_the_classes_is_named(toy, tmp_path):
     data = copy_data(toy, tmp_path)
     label = sorted(glob.glob(str(data / 'annotations/training/*.png')))[0]
@@ -302,12 +308,14 @@ def test_label_outside_the_classes_is_named(toy, tmp_path):
 @pytest.mark.parametrize('key,value', [('model.backbone.img_size', '120'),
                                        ('model.test_cfg.crop_size', '(100,100)'),
                                        ('model.data_preprocessor.size', '(130,130)')])
+@pytest.mark.slow  # trains through tools/train.py in subprocesses
 def test_sizes_that_do_not_fit_the_patch_are_refused(toy, tmp_path, key, value):
     res = train(CVPT, tmp_path, toy['opts'] + [f'{key}={value}'], iters=1)
     assert res.returncode != 0
     assert f'{key} = ' in res.stderr and 'patch size 16' in res.stderr
 
 
+@pytest.mark.slow  # trains through tools/train.py in subprocesses
 def test_nan_loss_stops_at_its_iteration_and_keeps_the_last_good_checkpoint(toy, tmp_path):
     opts = toy['opts'] + ['default_hooks.checkpoint.interval=2']
     res = train(CVPT, tmp_path, opts, iters=2)
@@ -322,6 +330,7 @@ def test_nan_loss_stops_at_its_iteration_and_keeps_the_last_good_checkpoint(toy,
     assert_same_state(good, tuned(tmp_path / 'iter_2.pth'))
 
 
+@pytest.mark.slow  # trains through tools/train.py in subprocesses
 def test_grayscale_and_rgba_images_just_work(toy, tmp_path):
     data = copy_data(toy, tmp_path)
     images = sorted(glob.glob(str(data / 'images/training/*.jpg')))

@@ -22,7 +22,6 @@ import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)  # so that a plain `python tools/demo.py` finds the package too
 CONFIG = 'configs/example/cvpt_tiny_ade20k_synthetic.py'
 MIN_GAIN = 20.0  # mIoU points the trained model must beat the untrained one by
 
@@ -101,8 +100,7 @@ def main(argv=None):
     from mmengine.config import Config
 
     import mmseg_prompt  # noqa: F401
-    from mmseg_prompt.datasets import make_synthetic_ade20k
-    from mmseg_prompt.models.backbones import save_random_trunk
+    from mmseg_prompt.testing import make_synthetic_ade20k, save_random_trunk
 
     work = osp.abspath(args.work_dir)
     os.makedirs(work, exist_ok=True)

@@ -10,14 +10,14 @@ import argparse
 import logging
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repo, without install
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+CHECK_HOOKS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', '_base_',
+                       'check_hooks.py')
 
 
 def parse_args(argv=None):
@@ -47,8 +47,19 @@ def parse_args(argv=None):
     return args
 
 
+def add_check_hooks(cfg) -> None:
+    """Add the hooks of configs/_base_/check_hooks.py (their one declaration; the schedule bases
+    inherit it) that ``cfg`` lacks, by type: a config not built on those bases gets the checks
+    too. The configs folder is this tool's sibling in the repository and in a wheel's .mim/."""
+    cfg.setdefault('default_hooks', {})
+    for name, hook in Config.fromfile(CHECK_HOOKS).default_hooks.items():
+        if not any(isinstance(h, dict) and h.get('type') == hook['type']
+                   for h in cfg.default_hooks.values()):
+            cfg.default_hooks[name] = hook
+
+
 def build_cfg(args) -> Config:
-    from mmseg_prompt.utils.tool_config import load_tool_config
+    from mmseg_prompt.apis.tool_config import load_tool_config
     cfg = load_tool_config(args)
     if args.amp:
         from mmseg_prompt.engine import bf16_device
@@ -72,13 +83,7 @@ def build_cfg(args) -> Config:
             cfg.compile = True
             print_log('--compile: the Runner will torch.compile model.train_step (inductor); '
                       'the first iterations are slow while it compiles', logger='current')
-    for name, hook in dict(trunk_check='FrozenTrunkCheckHook', nan_guard='NaNLossGuardHook',
-                           rng_state='RNGStateHook', stale_temps='StaleTempCleanupHook',
-                           label_check='SegLabelCheckHook').items():
-        cfg.setdefault('default_hooks', {})  # configs not built on our bases get the checks too
-        if not any(isinstance(h, dict) and h.get('type') == hook
-                   for h in cfg.default_hooks.values()):
-            cfg.default_hooks[name] = dict(type=hook)
+    add_check_hooks(cfg)
     if args.resume == 'auto':  # mmseg's behaviour: the latest checkpoint in the work dir
         cfg.resume = True
     elif args.resume is not None:
@@ -89,7 +94,7 @@ def build_cfg(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     import mmseg_prompt  # noqa: F401  (the config's custom_imports does the same)
-    from mmseg_prompt.utils.tool_config import check_and_prepare
+    from mmseg_prompt.apis.tool_config import check_and_prepare
     cfg = build_cfg(args)
     check_and_prepare(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

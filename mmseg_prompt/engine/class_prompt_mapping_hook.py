@@ -1,13 +1,12 @@
 """The class-to-prompt mapping of DA-VPT, built before training and re-clustered during it."""
-import random
 from typing import Optional
 
-import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
+
+from .utils import preserved_rng_states, unwrap_model
 
 
 @HOOKS.register_module()
@@ -39,7 +38,7 @@ class ClassPromptMappingHook(Hook):
 
     @staticmethod
     def _segmentor(runner):
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap_model(runner.model)
         if not hasattr(model, 'recluster'):
             raise TypeError(f'ClassPromptMappingHook needs model.type='
                             f'"MetricGuidedEncoderDecoder", got {type(model).__name__}')
@@ -53,8 +52,7 @@ class ClassPromptMappingHook(Hook):
         self.build_initial_mapping(runner, model)
 
     def build_initial_mapping(self, runner, model, dataloader: Optional[object] = None):
-        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        try:
+        with preserved_rng_states():
             if dataloader is None:
                 cfg = dict(runner.cfg.train_dataloader)
                 cfg['persistent_workers'] = False
@@ -77,10 +75,6 @@ class ClassPromptMappingHook(Hook):
             print_log(f'class-to-prompt mapping: class means of the prompt-free trunk from '
                       f'{steps} batches', logger='current')
             model.recluster()
-        finally:
-            random.setstate(states[0])
-            np.random.set_state(states[1])
-            torch.set_rng_state(states[2])
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if self.every_n_train_iters(runner, self.interval):

@@ -10,18 +10,11 @@ from typing import List, Optional, Tuple
 
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
 from mmseg_prompt.datasets.label_check import value_message
 
-
-def _segmentor(model):
-    """The segmentor inside DDP-style wrappers and a SegTTAModel."""
-    model = model.module if is_model_wrapper(model) else model
-    if not hasattr(model, 'decode_head') and hasattr(model, 'module'):
-        model = model.module  # SegTTAModel
-    return model
+from .utils import unwrap_model
 
 
 def _heads(model) -> List[Tuple[str, object]]:
@@ -55,7 +48,7 @@ class SegLabelCheckHook(Hook):
 
     def _limit(self, runner) -> Optional[Tuple[int, int, str]]:
         """(smallest num_classes of the heads, ignore_index, its config key), or None."""
-        heads = _heads(_segmentor(runner.model))
+        heads = _heads(unwrap_model(runner.model, through_tta=True))
         if not heads:
             return None
         key, head = min(heads, key=lambda kh: kh[1].num_classes)

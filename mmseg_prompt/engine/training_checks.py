@@ -3,22 +3,15 @@ weights on every rank, a NaN loss that stops the run before it is saved, and RNG
 checkpoints so that a resumed run continues exactly."""
 import math
 import os.path as osp
-import random
 from typing import Optional
 
-import numpy as np
-import torch
 from mmengine.dist import all_gather_object, get_world_size, is_distributed
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
 from ..models.backbones.provenance import tensors_sha256
-
-
-def _unwrap(model):
-    return model.module if is_model_wrapper(model) else model
+from .utils import get_rng_states, set_rng_states, unwrap_model
 
 
 @HOOKS.register_module()
@@ -36,7 +29,7 @@ class FrozenTrunkCheckHook(Hook):
 
     @staticmethod
     def _backbone(runner):
-        backbone = getattr(_unwrap(runner.model), 'backbone', None)
+        backbone = getattr(unwrap_model(runner.model), 'backbone', None)
         if not hasattr(backbone, 'trunk_sha256'):  # not a FrozenViT-family backbone
             return None
         return backbone
@@ -56,7 +49,7 @@ class FrozenTrunkCheckHook(Hook):
                                    f'{self._before[:16]} -> {after[:16]}): something trained it')
             print_log(f'frozen trunk unchanged by training: {len(trunk)} tensors, sha256 '
                       f'{after[:16]}', logger='current')
-        model = _unwrap(runner.model)
+        model = unwrap_model(runner.model)
         tuned = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         digest = tensors_sha256(tuned)
         if is_distributed():
@@ -98,21 +91,11 @@ class RNGStateHook(Hook):
     resume, so that dropout and sampling continue where the interrupted run stopped."""
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        state = dict(python=random.getstate(), numpy=np.random.get_state(),
-                     torch=torch.get_rng_state())
-        if torch.cuda.is_available():
-            state['cuda'] = torch.cuda.get_rng_state_all()
-        checkpoint['rng_state'] = state
+        checkpoint['rng_state'] = get_rng_states()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get('rng_state')
         if state is None or not getattr(runner, '_resume', False):
             return
-        python = state['python']
-        random.setstate((python[0], tuple(python[1]), python[2]))
-        np.random.set_state(state['numpy'])
-        # torch wants CPU byte tensors; a resume on GPU loads the checkpoint onto the GPU
-        torch.set_rng_state(state['torch'].cpu())
-        if 'cuda' in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
+        set_rng_states(state)  # also from tensors that a resume on GPU loaded onto the GPU
         print_log('RNG states restored from the checkpoint', logger='current')

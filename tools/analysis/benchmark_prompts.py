@@ -31,7 +31,6 @@ import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, REPO)
 METHOD_TYPES = dict(trunk='FrozenViT', vpt='VPTDeepViT', cvpt='CVPTViT')
 
 
@@ -119,7 +118,7 @@ def run_case(args, method, prompts):
     from mmengine.registry import init_default_scope
 
     import mmseg_prompt  # noqa: F401
-    from mmseg_prompt.utils.complexity import SegmentorForward, flop_analyzer
+    from mmseg_prompt.apis.complexity import SegmentorForward, flop_analyzer
     init_default_scope('mmseg')
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,12 +15,8 @@ a sliding-window test costs this times its number of windows. mmseg 1.2.2's own
 """
 import argparse
 import json
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # the repo
-
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config, DictAction
 
 
 def parse_args(argv=None):
@@ -64,7 +60,7 @@ def count(model, shape: tuple) -> dict:
     """Parameters (total, trainable) and FLOPs per part, and the frozen trunk's parameters."""
     import torch
 
-    from mmseg_prompt.utils.complexity import SegmentorForward, flop_analyzer
+    from mmseg_prompt.apis.complexity import SegmentorForward, flop_analyzer
     torch.manual_seed(0)
     with torch.no_grad():
         analyzer = flop_analyzer(SegmentorForward(model), (torch.randn(1, 3, *shape),))

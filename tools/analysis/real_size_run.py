@@ -77,12 +77,10 @@ def last_train_stats(log_path):
 
 def main(argv=None):
     args = parse_args(argv)
-    sys.path.insert(0, REPO)
     from mmengine.config import Config
 
     import mmseg_prompt  # noqa: F401
-    from mmseg_prompt.datasets import make_synthetic_ade20k
-    from mmseg_prompt.models.backbones import save_random_trunk
+    from mmseg_prompt.testing import make_synthetic_ade20k, save_random_trunk
 
     work = osp.abspath(args.work_dir)
     os.makedirs(work, exist_ok=True)

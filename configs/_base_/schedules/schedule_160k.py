@@ -2,6 +2,8 @@
 # 1500-iteration linear warm-up: the recipe of frozen-trunk PEFT extensions on mmseg (Rein) with
 # ViT-Adapter's ViT-L UperNet warm-up; the papers' SGD recipe (lr 1e-3) was for a SETR-PUP head.
 # Only trainable parameters reach the optimizer; prompts get no weight decay (prompt_decay_mult).
+# mmseg-prompt's check hooks come from ../check_hooks.py (merged into default_hooks below).
+_base_ = ['../check_hooks.py']
 optim_wrapper = dict(
     type='OptimWrapper',
     constructor='PromptOptimWrapperConstructor',
@@ -24,15 +26,5 @@ default_hooks = dict(
                     # via <file>.tmp<pid> and a rename (mmseg_prompt/utils/atomic_checkpoint.py)
                     backend_args=dict(backend='atomic_local')),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'),
-    # mmseg-prompt's checks (mmseg_prompt/engine/): the frozen trunk hashes the same after
-    # training, a NaN loss stops the run before it is saved, RNG states in checkpoints, and the
-    # temporary files of checkpoint saves killed mid-write are removed when a run starts
-    trunk_check=dict(type='FrozenTrunkCheckHook'),
-    nan_guard=dict(type='NaNLossGuardHook'),
-    rng_state=dict(type='RNGStateHook'),
-    stale_temps=dict(type='StaleTempCleanupHook'),
-    # the heads against the dataset's classes and each batch's labels against the heads, for
-    # runs without tools/train.py's pre-run check (mmseg's stock tools): label_check_hook.py
-    label_check=dict(type='SegLabelCheckHook'))
+    visualization=dict(type='SegVisualizationHook'))
 auto_scale_lr = dict(enable=False, base_batch_size=16)

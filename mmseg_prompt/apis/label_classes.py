@@ -8,7 +8,7 @@ once, in the model.
 """
 from typing import List, Optional, Tuple
 
-from mmseg_prompt.datasets.layout import leaf_datasets
+from ..datasets.layout import leaf_datasets
 
 DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 

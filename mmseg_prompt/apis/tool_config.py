@@ -4,6 +4,11 @@ import os.path as osp
 
 from mmengine.config import Config
 
+from ..datasets import check_dataset_layout
+from .config_checks import check_sizes_fit_patch
+from .cpu_distributed import prepare_cpu_distributed
+from .label_classes import check_label_classes
+
 
 def load_tool_config(args) -> Config:
     """The config of ``args.config`` with ``--launcher``, ``--cfg-options`` and ``--work-dir``
@@ -22,11 +27,6 @@ def load_tool_config(args) -> Config:
 def check_and_prepare(cfg, launcher: str) -> None:
     """Sizes that fit the patch, the dataset layout, the heads' class count against the datasets
     (it fills the pipelines' CheckSegLabels), and a gloo start for CPU-only launches."""
-    from mmseg_prompt.datasets import check_dataset_layout
-
-    from .config_checks import check_sizes_fit_patch
-    from .cpu_distributed import prepare_cpu_distributed
-    from .label_classes import check_label_classes
     check_sizes_fit_patch(cfg)
     check_dataset_layout(cfg)
     check_label_classes(cfg)

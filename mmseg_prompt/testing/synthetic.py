@@ -86,7 +86,7 @@ def _claim_root(data_root, owned_dirs, name):
         shutil.rmtree(osp.join(data_root, d), ignore_errors=True)
         os.makedirs(osp.join(data_root, d))
     with open(marker, 'w') as f:
-        f.write(f'Synthetic {name} written by mmseg_prompt.datasets.synthetic; not real data.\n')
+        f.write(f'Synthetic {name} written by mmseg_prompt.testing.synthetic; not real data.\n')
 
 
 def make_synthetic_ade20k(root, num_train=40, num_val=12, size_range=(96, 160), seed=0):

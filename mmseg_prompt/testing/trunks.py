@@ -1,0 +1,20 @@
+"""Local trunk files for examples and tests: a tiny timm ViT spec and seeded random trunks."""
+import timm
+import torch
+import torch.nn as nn
+
+# A tiny ViT (3 blocks, width 64) for the CPU tests; the architecture is timm's own.
+TINY_NAME = 'vit_base_patch16_224'
+TINY_KWARGS = dict(depth=3, embed_dim=64, num_heads=2)
+
+
+def save_random_trunk(backbone_cfg, path, seed: int = 0) -> nn.Module:
+    """Build the timm trunk a backbone config names (``model_name``, ``img_size``,
+    ``model_kwargs``) with seeded random weights and save its state dict to ``path``, as a local
+    pretrained file for examples and tests (nothing is downloaded). Returns the trunk."""
+    torch.manual_seed(seed)
+    trunk = timm.create_model(backbone_cfg['model_name'], num_classes=0,
+                              img_size=backbone_cfg['img_size'],
+                              **backbone_cfg.get('model_kwargs', {}))
+    torch.save(trunk.state_dict(), path)
+    return trunk
