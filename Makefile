@@ -5,7 +5,7 @@ PYTHON ?= python3
 SETUP_ARGS ?=
 VENV_PY := .venv/bin/python
 
-.PHONY: setup demo test test-fast
+.PHONY: setup demo test test-fast lint
 
 setup:
 	$(PYTHON) tools/setup_env.py $(SETUP_ARGS)
@@ -13,10 +13,15 @@ setup:
 demo: setup
 	$(VENV_PY) tools/demo.py
 
-test: setup
+# lint first, then the whole suite (CI runs this)
+test: setup lint
 	$(VENV_PY) -m pytest tests
 
 # the unit tests only, in under two minutes on a 2-core CPU: without the end-to-end, subprocess
 # and ViT-L tests (marked slow) and those that need the package registry (marked network)
 test-fast: setup
 	$(VENV_PY) -m pytest tests -m "not slow and not network"
+
+# ruff's checks (pyproject.toml: width 100, pycodestyle, pyflakes, a few bug patterns)
+lint: setup
+	$(VENV_PY) -m ruff check .

@@ -1,6 +1,5 @@
 """DA-VPT pieces: the guided backbone with DA-VPT+ bias tuning, the metric loss and k-means,
 each against a hand computation."""
-import copy
 import math
 
 import pytest
@@ -171,7 +170,6 @@ def test_unseen_classes_are_still_mapped():
 from mmengine.structures import PixelData  # noqa: E402
 from mmseg.structures import SegDataSample  # noqa: E402
 
-from mmseg_prompt.models import MetricGuidedEncoderDecoder  # noqa: E402
 from mmseg_prompt.models.utils import farthest_first_init, patch_labels  # noqa: E402
 
 

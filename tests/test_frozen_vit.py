@@ -56,7 +56,8 @@ def test_output_cls_token_and_final_norm(tiny_trunk_file):
     with torch.no_grad():
         plain_outs = plain(x)
     torch.testing.assert_close(outs[0][0], plain_outs[0][0])
-    last_tokens = torch.cat([plain_outs[2][1][:, None], plain_outs[2][0].flatten(2).transpose(1, 2)], 1)
+    last_tokens = torch.cat([plain_outs[2][1][:, None],
+                             plain_outs[2][0].flatten(2).transpose(1, 2)], 1)
     torch.testing.assert_close(outs[2][1], bb.trunk.norm(last_tokens)[:, 0])
 
 
@@ -143,9 +144,11 @@ def _to_google_npz(m):
         qkv_w = b.attn.qkv.weight.detach().reshape(3, D, D)
         qkv_b = b.attn.qkv.bias.detach().reshape(3, D)
         for j, n in enumerate(('query', 'key', 'value')):
-            out[p + f'MultiHeadDotProductAttention_1/{n}/kernel'] = t(qkv_w[j].T.reshape(D, H, D // H))
+            out[p + f'MultiHeadDotProductAttention_1/{n}/kernel'] = t(
+                qkv_w[j].T.reshape(D, H, D // H))
             out[p + f'MultiHeadDotProductAttention_1/{n}/bias'] = t(qkv_b[j].reshape(H, D // H))
-        out[p + 'MultiHeadDotProductAttention_1/out/kernel'] = t(b.attn.proj.weight.T.reshape(H, D // H, D))
+        out[p + 'MultiHeadDotProductAttention_1/out/kernel'] = t(
+            b.attn.proj.weight.T.reshape(H, D // H, D))
         out[p + 'MultiHeadDotProductAttention_1/out/bias'] = t(b.attn.proj.bias)
         out[p + 'MlpBlock_3/Dense_0/kernel'] = t(b.mlp.fc1.weight.T)
         out[p + 'MlpBlock_3/Dense_0/bias'] = t(b.mlp.fc1.bias)

@@ -352,10 +352,10 @@ def check_wheelhouse(cfg: Settings):
     wh = cfg.wheelhouse
     try:
         manifest = json.loads((wh / WHEELHOUSE_MANIFEST).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError) as e:
         raise SetupError(f'{wh} has no readable {WHEELHOUSE_MANIFEST}: make the folder with '
                          f'`python3 tools/setup_env.py --download-wheelhouse {wh}` on a machine '
-                         f'that reaches the package registry')
+                         f'that reaches the package registry') from e
     here = f'{sys.version_info[0]}.{sys.version_info[1]}'
     if manifest['python'] != here:
         raise SetupError(f'the wheelhouse {wh} was made for Python {manifest["python"]}, but this '

@@ -133,7 +133,8 @@ def main(argv=None):
         backend = re.search(r"'backend': '(\w+)'", open(osp.join(work, f'{name}_train.log'))
                             .read())
         rows.append(dict(config=config, crop=list(cfg.crop_size),
-                         batch=cfg.train_dataloader.batch_size, backend=backend.group(1) if backend else '?',
+                         batch=cfg.train_dataloader.batch_size,
+                         backend=backend.group(1) if backend else '?',
                          step_s=step, peak_mib=mem, last_iter=it, resumed=resumed,
                          resume_last_iter=it2, resume_step_s=step2, resume_peak_mib=mem2,
                          tta_miou=miou, checkpoint_mib=round(osp.getsize(final) / 2**20, 1),

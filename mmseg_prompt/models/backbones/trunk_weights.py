@@ -11,7 +11,6 @@ import importlib
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Union
 
-import timm
 import torch
 import torch.nn as nn
 from timm.models import load_state_dict, model_entrypoint
@@ -107,15 +106,3 @@ def load_trunk_weights(trunk: nn.Module, path: Union[str, Path], model_name: str
     check_fits(trunk, state_dict, path, model_name)
     expected = trunk.state_dict().keys()
     trunk.load_state_dict({k: v for k, v in state_dict.items() if k in expected})
-
-
-def save_random_trunk(backbone_cfg: Mapping, path: Union[str, Path], seed: int = 0) -> nn.Module:
-    """Build the timm trunk a backbone config names (``model_name``, ``img_size``,
-    ``model_kwargs``) with seeded random weights and save its state dict to ``path``, as a local
-    pretrained file for examples and tests (nothing is downloaded). Returns the trunk."""
-    torch.manual_seed(seed)
-    trunk = timm.create_model(backbone_cfg['model_name'], num_classes=0,
-                              img_size=backbone_cfg['img_size'],
-                              **backbone_cfg.get('model_kwargs', {}))
-    torch.save(trunk.state_dict(), path)
-    return trunk
