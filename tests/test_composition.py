@@ -126,6 +126,7 @@ def test_checkpoints_from_before_the_composition_load_and_others_are_refused(tin
             dict(state, provenance=provenance.encode(old)), strict=False)
 
 
+@pytest.mark.slow
 def test_get_flops_counts_kv_bias_deltas(tmp_path):
     """mmengine's FlopAnalyzer traces the model with torch.jit: DA-VPT+ and CVPT+ must trace
     (their deltas once went through torch.func.functional_call, which a trace refuses)."""

@@ -26,7 +26,7 @@ class SegmentorForward(nn.Module):
         super().__init__()
         self.segmentor = segmentor
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.segmentor(x, mode='tensor')
 
 

@@ -2,6 +2,8 @@
 import re
 from typing import List, Optional, Tuple
 
+from mmengine.config import Config
+
 
 def _patch_size(backbone: dict) -> Optional[int]:
     """The patch size of a FrozenViT-family backbone config, from model_kwargs or the timm name."""
@@ -18,7 +20,7 @@ def _sizes(value) -> Tuple[int, ...]:
     return (int(value),) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
 
 
-def check_sizes_fit_patch(cfg) -> None:
+def check_sizes_fit_patch(cfg: Config) -> None:
     """Raise ValueError if the backbone's ``img_size``, the training crop, the batch padding size
     or the sliding-window crop is not a multiple of the trunk's patch size.
 

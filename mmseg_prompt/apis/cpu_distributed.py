@@ -4,10 +4,11 @@ import os
 
 import torch
 import torch.distributed as dist
+from mmengine.config import Config
 from mmengine.logging import print_log
 
 
-def prepare_cpu_distributed(cfg, launcher: str) -> None:
+def prepare_cpu_distributed(cfg: Config, launcher: str) -> None:
     """For ``--launcher pytorch`` on a machine without CUDA: start the gloo process group here
     (the Runner then finds it started) and wrap the model without ``device_ids``."""
     if launcher != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():

@@ -8,6 +8,8 @@ once, in the model.
 """
 from typing import List, Optional, Tuple
 
+from mmengine.config import Config
+
 from ..datasets.layout import leaf_datasets
 
 DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -55,7 +57,7 @@ def _fix(num: int, dataset_key: str) -> str:
             f'or give {dataset_key} a metainfo=dict(classes=[...]) of the heads\' classes.')
 
 
-def check_label_classes(cfg) -> None:
+def check_label_classes(cfg: Config) -> None:
     """Raise ValueError if the heads' num_classes disagree with each other, with a dataloader's
     dataset classes, or with a ``CheckSegLabels(num_classes=...)`` written in a pipeline; then set
     ``num_classes`` of every other ``CheckSegLabels`` of the dataloaders to the heads' count.

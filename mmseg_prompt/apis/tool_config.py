@@ -1,5 +1,6 @@
 """What tools/train.py and tools/test.py share: loading the config as mmseg's tools do, and the
 checks that run before a Runner is built."""
+import argparse
 import os.path as osp
 
 from mmengine.config import Config
@@ -10,7 +11,7 @@ from .cpu_distributed import prepare_cpu_distributed
 from .label_classes import check_label_classes
 
 
-def load_tool_config(args) -> Config:
+def load_tool_config(args: argparse.Namespace) -> Config:
     """The config of ``args.config`` with ``--launcher``, ``--cfg-options`` and ``--work-dir``
     applied; the work dir defaults to ``./work_dirs/<config name>``, as in mmseg's tools."""
     cfg = Config.fromfile(args.config)
@@ -24,7 +25,7 @@ def load_tool_config(args) -> Config:
     return cfg
 
 
-def check_and_prepare(cfg, launcher: str) -> None:
+def check_and_prepare(cfg: Config, launcher: str) -> None:
     """Sizes that fit the patch, the dataset layout, the heads' class count against the datasets
     (it fills the pipelines' CheckSegLabels), and a gloo start for CPU-only launches."""
     check_sizes_fit_patch(cfg)

@@ -86,7 +86,7 @@ class CheckSegLabels(BaseTransform):
                 f'ignore_index={self.ignore_index})')
 
 
-def value_message(path, bad: np.ndarray, num_classes: int, ignore_index: int, reduced,
+def value_message(path: str, bad: np.ndarray, num_classes: int, ignore_index: int, reduced: bool,
                   source: Optional[str] = None) -> str:
     """The error text for the out-of-range label values ``bad`` (sorted, unique) of file ``path``;
     ``source`` says where ``num_classes`` comes from (e.g. the config key of a head)."""

@@ -8,7 +8,9 @@ missing path, the expected folder tree and how to prepare the data.
 """
 import os
 import os.path as osp
+from typing import List, Tuple
 
+from mmengine.config import Config
 from mmengine.fileio import join_path
 from mmengine.utils import is_abs
 
@@ -63,7 +65,7 @@ def _type_name(dataset_type):
     return str(name).rsplit('.', 1)[-1]
 
 
-def layout_help(dataset_cfg, key):
+def layout_help(dataset_cfg: dict, key: str) -> str:
     """The expected tree, how to prepare it and how to point elsewhere, for the dataset at key."""
     type_name = _type_name(dataset_cfg.get('type'))
     tree = LAYOUT_HELP.get(type_name)
@@ -163,7 +165,7 @@ def _unlabelled_images(ds, key, data_root, prefix, ann_file):
              f'{missing[0] + img_suffix} needs')]
 
 
-def leaf_datasets(ds, key):
+def leaf_datasets(ds: dict, key: str) -> List[Tuple[str, dict]]:
     """(key, dataset dict) for each real dataset in ds, looking through dataset wrappers."""
     if not isinstance(ds, dict):
         return []
@@ -177,7 +179,7 @@ def leaf_datasets(ds, key):
     return []
 
 
-def check_dataset_layout(cfg):
+def check_dataset_layout(cfg: Config) -> None:
     """Raise DatasetLayoutError if a dataloader's dataset folders are missing or empty.
 
     cfg: an mmengine Config (or dict) of a full mmseg config; the train/val/test dataloaders that

@@ -1,5 +1,6 @@
 """Mixed precision in bfloat16, on CPU and on GPUs that support it."""
 from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -31,7 +32,7 @@ class BF16OptimWrapper(OptimWrapper):
             raise RuntimeError('this GPU does not support bfloat16; use AmpOptimWrapper (fp16)')
 
     @contextmanager
-    def optim_context(self, model: nn.Module):
+    def optim_context(self, model: nn.Module) -> Iterator[None]:
         with super().optim_context(model), torch.autocast(device_type=self.device_type,
                                                           dtype=torch.bfloat16):
             yield

@@ -1,12 +1,18 @@
 """The class-to-prompt mapping of DA-VPT, built before training and re-clustered during it."""
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
+import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
 from .utils import preserved_rng_states, unwrap_model
+
+if TYPE_CHECKING:
+    from mmengine.runner import Runner
+
+DataBatch = Optional[Union[dict, tuple, list]]  # as mmengine's hooks receive it
 
 
 @HOOKS.register_module()
@@ -44,14 +50,15 @@ class ClassPromptMappingHook(Hook):
                             f'"MetricGuidedEncoderDecoder", got {type(model).__name__}')
         return model
 
-    def before_train(self, runner) -> None:
+    def before_train(self, runner: 'Runner') -> None:
         model = self._segmentor(runner)
         if model.mapping_ready():
             print_log('class-to-prompt mapping restored from the checkpoint', logger='current')
             return
         self.build_initial_mapping(runner, model)
 
-    def build_initial_mapping(self, runner, model, dataloader: Optional[object] = None):
+    def build_initial_mapping(self, runner: 'Runner', model: nn.Module,
+                              dataloader: Optional[object] = None) -> None:
         with preserved_rng_states():
             if dataloader is None:
                 cfg = dict(runner.cfg.train_dataloader)
@@ -76,6 +83,7 @@ class ClassPromptMappingHook(Hook):
                       f'{steps} batches', logger='current')
             model.recluster()
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+    def after_train_iter(self, runner: 'Runner', batch_idx: int, data_batch: DataBatch = None,
+                         outputs: Optional[dict] = None) -> None:
         if self.every_n_train_iters(runner, self.interval):
             self._segmentor(runner).recluster()

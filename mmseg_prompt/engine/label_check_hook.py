@@ -6,7 +6,7 @@ do neither; this hook (in the schedule bases' ``default_hooks``) does the same o
 built: before training, the heads against the training dataset's classes; on every batch, the
 labels against the heads, naming the label file.
 """
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple, Union
 
 import torch
 from mmengine.hooks import Hook
@@ -15,6 +15,11 @@ from mmseg.registry import HOOKS
 from mmseg_prompt.datasets.label_check import value_message
 
 from .utils import unwrap_model
+
+if TYPE_CHECKING:
+    from mmengine.runner import Runner
+
+DataBatch = Optional[Union[dict, tuple, list]]  # as mmengine's hooks receive it
 
 
 def _heads(model) -> List[Tuple[str, object]]:
@@ -54,7 +59,7 @@ class SegLabelCheckHook(Hook):
         key, head = min(heads, key=lambda kh: kh[1].num_classes)
         return head.num_classes, getattr(head, 'ignore_index', 255), f'{key}.num_classes'
 
-    def before_train(self, runner) -> None:
+    def before_train(self, runner: 'Runner') -> None:
         limit = self._limit(runner)
         classes = runner.train_dataloader.dataset.metainfo.get('classes')
         if limit is None or classes is None or len(classes) == limit[0]:
@@ -84,11 +89,14 @@ class SegLabelCheckHook(Hook):
                     sample.metainfo.get('seg_map_path'), torch.unique(seg[bad]).cpu().numpy(),
                     num, ignore, sample.metainfo.get('reduce_zero_label'), source))
 
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+    def before_train_iter(self, runner: 'Runner', batch_idx: int,
+                          data_batch: DataBatch = None) -> None:
         self._check_batch(runner, data_batch)
 
-    def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+    def before_val_iter(self, runner: 'Runner', batch_idx: int,
+                        data_batch: DataBatch = None) -> None:
         self._check_batch(runner, data_batch)
 
-    def before_test_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+    def before_test_iter(self, runner: 'Runner', batch_idx: int,
+                         data_batch: DataBatch = None) -> None:
         self._check_batch(runner, data_batch)

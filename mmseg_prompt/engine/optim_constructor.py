@@ -35,7 +35,8 @@ class PromptOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         paramwise_cfg['custom_keys'] = custom_keys
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
 
-    def add_params(self, params: List[dict], module: nn.Module, prefix: str = '', **kwargs):
+    def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',
+                   **kwargs) -> None:
         if not any(p.requires_grad for p in module.parameters()):
             return  # a wholly frozen module: nothing to tune
         super().add_params(params, module, prefix=prefix, **kwargs)

@@ -1,5 +1,6 @@
 """Removes the checkpoint temporaries that killed runs leave in the work dir."""
 import os.path as osp
+from typing import TYPE_CHECKING
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
@@ -7,6 +8,9 @@ from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
 from ..utils.atomic_checkpoint import remove_stale_temporaries
+
+if TYPE_CHECKING:
+    from mmengine.runner import Runner
 
 
 @HOOKS.register_module()
@@ -17,7 +21,7 @@ class StaleTempCleanupHook(Hook):
 
     priority = 'VERY_HIGH'
 
-    def before_train(self, runner) -> None:
+    def before_train(self, runner: 'Runner') -> None:
         if not is_main_process():
             return
         for path in remove_stale_temporaries(runner.work_dir):

@@ -3,7 +3,7 @@ weights on every rank, a NaN loss that stops the run before it is saved, and RNG
 checkpoints so that a resumed run continues exactly."""
 import math
 import os.path as osp
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 from mmengine.dist import all_gather_object, get_world_size, is_distributed
 from mmengine.hooks import Hook
@@ -12,6 +12,11 @@ from mmseg.registry import HOOKS
 
 from ..models.backbones.provenance import tensors_sha256
 from .utils import get_rng_states, set_rng_states, unwrap_model
+
+if TYPE_CHECKING:
+    from mmengine.runner import Runner
+
+DataBatch = Optional[Union[dict, tuple, list]]  # as mmengine's hooks receive it
 
 
 @HOOKS.register_module()
@@ -34,12 +39,12 @@ class FrozenTrunkCheckHook(Hook):
             return None
         return backbone
 
-    def before_train(self, runner) -> None:
+    def before_train(self, runner: 'Runner') -> None:
         backbone = self._backbone(runner)
         if backbone is not None:
             self._before = backbone.trunk_sha256()
 
-    def after_train(self, runner) -> None:
+    def after_train(self, runner: 'Runner') -> None:
         backbone = self._backbone(runner)
         if backbone is not None and self._before is not None:
             trunk = backbone.frozen_trunk_tensors()
@@ -70,7 +75,8 @@ class NaNLossGuardHook(Hook):
 
     priority = 'ABOVE_NORMAL'
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+    def after_train_iter(self, runner: 'Runner', batch_idx: int, data_batch: DataBatch = None,
+                         outputs: Optional[dict] = None) -> None:
         bad = {k: float(v) for k, v in (outputs or {}).items()
                if 'loss' in k and not math.isfinite(float(v))}
         if not bad:
@@ -90,10 +96,10 @@ class RNGStateHook(Hook):
     """Saves the Python, NumPy and torch RNG states in every checkpoint and restores them on
     resume, so that dropout and sampling continue where the interrupted run stopped."""
 
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+    def before_save_checkpoint(self, runner: 'Runner', checkpoint: dict) -> None:
         checkpoint['rng_state'] = get_rng_states()
 
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+    def after_load_checkpoint(self, runner: 'Runner', checkpoint: dict) -> None:
         state = checkpoint.get('rng_state')
         if state is None or not getattr(runner, '_resume', False):
             return

@@ -2,13 +2,15 @@
 NumPy and torch (CPU and CUDA) to save and restore."""
 import random
 from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
+import torch.nn as nn
 from mmengine.model import is_model_wrapper
 
 
-def unwrap_model(model, through_tta: bool = False):
+def unwrap_model(model: nn.Module, through_tta: bool = False) -> nn.Module:
     """The model inside a DDP-style wrapper (mmengine's ``is_model_wrapper``); with
     ``through_tta``, also the segmentor inside a ``SegTTAModel`` (a model without a
     ``decode_head`` that has a ``module``)."""
@@ -41,7 +43,7 @@ def set_rng_states(state: dict) -> None:
 
 
 @contextmanager
-def preserved_rng_states():
+def preserved_rng_states() -> Iterator[None]:
     """Run the body, then put every random state back as it was before (also on an error)."""
     state = get_rng_states()
     try:

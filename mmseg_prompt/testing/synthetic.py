@@ -14,6 +14,8 @@ arguments.
 import os
 import os.path as osp
 import shutil
+from pathlib import Path
+from typing import Tuple, Union
 
 import cv2
 import numpy as np
@@ -89,7 +91,8 @@ def _claim_root(data_root, owned_dirs, name):
         f.write(f'Synthetic {name} written by mmseg_prompt.testing.synthetic; not real data.\n')
 
 
-def make_synthetic_ade20k(root, num_train=40, num_val=12, size_range=(96, 160), seed=0):
+def make_synthetic_ade20k(root: Union[str, Path], num_train: int = 40, num_val: int = 12,
+                          size_range: Tuple[int, int] = (96, 160), seed: int = 0) -> str:
     """Write a synthetic ADE20K under ``root/ADEChallengeData2016``; return that data_root.
 
     Layout: ``images/{training,validation}/ADE_{train,val}_%08d.jpg`` and
@@ -110,7 +113,8 @@ def make_synthetic_ade20k(root, num_train=40, num_val=12, size_range=(96, 160), 
     return data_root
 
 
-def make_synthetic_pascal_context(root, num_train=40, num_val=12, size_range=(96, 160), seed=0):
+def make_synthetic_pascal_context(root: Union[str, Path], num_train: int = 40, num_val: int = 12,
+                                  size_range: Tuple[int, int] = (96, 160), seed: int = 0) -> str:
     """Write a synthetic PASCAL Context under ``root/VOCdevkit/VOC2010``; return that data_root.
 
     Layout: ``JPEGImages/<id>.jpg``, ``SegmentationClassContext/<id>.png`` (0 = background, ids

@@ -1,4 +1,7 @@
 """Local trunk files for examples and tests: a tiny timm ViT spec and seeded random trunks."""
+from pathlib import Path
+from typing import Mapping, Union
+
 import timm
 import torch
 import torch.nn as nn
@@ -8,7 +11,7 @@ TINY_NAME = 'vit_base_patch16_224'
 TINY_KWARGS = dict(depth=3, embed_dim=64, num_heads=2)
 
 
-def save_random_trunk(backbone_cfg, path, seed: int = 0) -> nn.Module:
+def save_random_trunk(backbone_cfg: Mapping, path: Union[str, Path], seed: int = 0) -> nn.Module:
     """Build the timm trunk a backbone config names (``model_name``, ``img_size``,
     ``model_kwargs``) with seeded random weights and save its state dict to ``path``, as a local
     pretrained file for examples and tests (nothing is downloaded). Returns the trunk."""

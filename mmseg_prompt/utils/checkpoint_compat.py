@@ -15,6 +15,7 @@ unpickler only, to :func:`history_buffer_getattr`, which resolves HistoryBuffer'
 statistics methods and nothing else.
 """
 import pickle
+from typing import Any, List
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ def _numpy_globals():
     return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
 
 
-def history_buffer_getattr(obj, name):
+def history_buffer_getattr(obj: object, name: str) -> Any:
     """``getattr`` restricted to the statistics methods of HistoryBuffer (min, max, ...)."""
     if obj is HistoryBuffer and name in HistoryBuffer._statistics_methods:
         return getattr(HistoryBuffer, name)
@@ -44,13 +45,13 @@ def history_buffer_getattr(obj, name):
         f'{sorted(HistoryBuffer._statistics_methods)}')
 
 
-def mmengine_checkpoint_globals():
+def mmengine_checkpoint_globals() -> List[Any]:
     """Every non-tensor global an mmengine 0.10.7 training checkpoint is known to pickle."""
     HistoryBuffer()  # its __init__ registers the built-in statistics methods on the class
     return [HistoryBuffer, (history_buffer_getattr, 'builtins.getattr'), *_numpy_globals()]
 
 
-def allow_mmengine_checkpoints():
+def allow_mmengine_checkpoints() -> None:
     """Allow-list the types of :func:`mmengine_checkpoint_globals` for weights-only loading.
 
     Idempotent; a no-op on a torch without ``add_safe_globals`` (before 2.4, where
