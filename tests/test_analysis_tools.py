@@ -4,12 +4,11 @@ import json
 import os.path as osp
 import subprocess
 import sys
-import textwrap
 
 import cv2
 import pytest
 
-from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME, write_linear_head_config
 
 pytestmark = pytest.mark.slow  # every test runs a tool in a subprocess
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -34,20 +33,9 @@ def test_get_flops_counts_a_config_without_its_trunk_file_as_by_hand(tmp_path):
     """A frozen tiny ViT (3 blocks, width 64, 64x64 input: 16 patches + the class token) and a
     1x1 classifier, with a trunk file that does not exist."""
     import timm
-    cfg = tmp_path / 'tiny_vit_fcn.py'
-    cfg.write_text(textwrap.dedent(f"""
-        custom_imports = dict(imports=['mmseg_prompt'], allow_failed_imports=False)
-        default_scope = 'mmseg'
-        model = dict(
-            type='EncoderDecoder',
-            data_preprocessor=dict(type='SegDataPreProcessor', size=(64, 64)),
-            backbone=dict(type='FrozenViT', model_name='{TINY_NAME}', img_size=64,
-                          model_kwargs={TINY_KWARGS!r}, out_indices=(2,),
-                          pretrained='checkpoints/no_such_trunk.pth'),
-            decode_head=dict(type='FCNHead', in_channels=64, channels=64, num_convs=0,
-                             concat_input=False, num_classes=5, norm_cfg=None),
-            test_cfg=dict(mode='whole'))
-    """))
+    cfg = write_linear_head_config(tmp_path / 'tiny_vit_fcn.py', dict(
+        type='FrozenViT', model_name=TINY_NAME, img_size=64, model_kwargs=TINY_KWARGS,
+        out_indices=(2,), pretrained='checkpoints/no_such_trunk.pth'))
     out = tmp_path / 'flops.json'
     res = run([f'{REPO}/tools/analysis/get_flops.py', cfg, '--json', out], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -6,13 +6,13 @@ import json
 import os.path as osp
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 from mmseg.registry import MODELS
 
 from mmseg_prompt.models.backbones import TrunkWeightsError, provenance
+from mmseg_prompt.testing import write_linear_head_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRUNK = dict(model_name='vit_base_patch16_224', img_size=64, out_indices=(0, 1, 2),
@@ -131,19 +131,8 @@ def test_get_flops_counts_kv_bias_deltas(tmp_path):
     """mmengine's FlopAnalyzer traces the model with torch.jit: DA-VPT+ and CVPT+ must trace
     (their deltas once went through torch.func.functional_call, which a trace refuses)."""
     for method in ('DAVPTViT', 'CVPTViT'):
-        cfg = tmp_path / f'{method}.py'
-        cfg.write_text(textwrap.dedent(f"""
-            custom_imports = dict(imports=['mmseg_prompt'], allow_failed_imports=False)
-            default_scope = 'mmseg'
-            model = dict(
-                type='EncoderDecoder',
-                data_preprocessor=dict(type='SegDataPreProcessor', size=(64, 64)),
-                backbone=dict(type={method!r}, bias_tuning=True, num_prompts=2,
-                              **{TRUNK!r}),
-                decode_head=dict(type='FCNHead', in_channels=64, channels=64, num_convs=0,
-                                 in_index=2, concat_input=False, num_classes=5, norm_cfg=None),
-                test_cfg=dict(mode='whole'))
-        """))
+        cfg = write_linear_head_config(tmp_path / f'{method}.py', dict(
+            TRUNK, type=method, bias_tuning=True, num_prompts=2))
         out = tmp_path / f'{method}.json'
         res = subprocess.run([sys.executable, osp.join(REPO, 'tools/analysis/get_flops.py'),
                               str(cfg), '--json', str(out)], cwd=tmp_path, capture_output=True,
