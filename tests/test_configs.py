@@ -10,8 +10,9 @@ import mmseg_prompt  # noqa: F401
 from mmseg_prompt.apis.label_classes import check_label_classes
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# every config a user runs (the shared-settings files, `_base_/` and `_*.py`, are not)
 TOP_LEVEL = sorted(p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
-                   if '_base_' not in p)
+                   if '_base_' not in p and not osp.basename(p).startswith('_'))
 VITL = [p for p in TOP_LEVEL if '_vitl_' in osp.basename(p)]
 
 
@@ -30,7 +31,7 @@ def test_config_parses_and_carries_custom_imports(path):
     assert cfg.custom_imports == dict(imports=['mmseg_prompt'], allow_failed_imports=False)
     assert cfg.tta_model.type == 'SegTTAModel'
     assert cfg.tta_pipeline and cfg.tta_pipeline_0x
-    heads = [cfg.model.decode_head.num_classes, cfg.model.auxiliary_head.num_classes]
+    heads = [h.num_classes for h in (cfg.model.decode_head, cfg.model.auxiliary_head) if h]
     for loader in ('train_dataloader', 'test_dataloader'):  # right after loading the labels
         types = [t.type for t in cfg[loader].dataset.pipeline]
         i = types.index('CheckSegLabels')

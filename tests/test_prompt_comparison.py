@@ -1,0 +1,295 @@
+"""The prompt comparison (docs/comparison.md): its synthetic tasks, the cached pretrained trunk, the
+arm configs, and the harness end to end through the user's tools on a tiny setting."""
+import ast
+import colorsys
+import glob
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmengine.runner import set_random_seed
+from mmengine.structures import PixelData
+from mmseg.registry import DATASETS, MODELS
+from mmseg.structures import SegDataSample
+
+from mmseg_prompt.testing import save_random_trunk
+from mmseg_prompt.testing.shape_tasks import (HUE_PAIR_CLASS_IDS, HUE_PAIR_CLASSES, SOURCE_SHAPES,
+                                              hue_pair_colour, hue_pair_sample,
+                                              make_hue_pairs_ade20k, source_samples)
+from mmseg_prompt.testing.tiny_trunk import TINY_TRUNK, cached_tiny_trunk, patch_labels
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+COMPARISON = osp.join(REPO, 'configs', 'example', 'comparison')
+# arm -> (backbone type, prompts per block, bias tuning, the ViT-L config it inherits)
+ARMS = {
+    'head_only': ('VPTDeepViT', 0, False, 'vpt_vitl_ade20k.py'),
+    'vpt': ('VPTDeepViT', 10, False, 'vpt_vitl_ade20k.py'),
+    'cvpt10': ('CVPTViT', 10, False, 'cvpt_vitl_ade20k.py'),
+    'cvpt50': ('CVPTViT', 50, False, 'cvpt_vitl_ade20k.py'),
+    'davpt': ('DAVPTViT', 10, False, 'davpt_vitl_ade20k.py'),
+    'davpt_plus': ('DAVPTViT', 10, True, 'davpt_plus_vitl_ade20k.py'),
+}
+# a linear head of 150 ADE20K classes on width 96, and 10 prompts of width 96 in each of 4 blocks
+HEAD_PARAMS = 96 * 150 + 150
+PROMPTS_10 = 4 * 10 * 96
+
+
+def arm_config(arm):
+    return osp.join(COMPARISON, f'{arm}_tiny_hue_pairs.py')
+
+
+def base_files(path):
+    """The ``_base_`` list a config file assigns (read from its source)."""
+    for node in ast.parse(open(path).read()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', '') == '_base_':
+            value = ast.literal_eval(node.value)
+            return [value] if isinstance(value, str) else list(value)
+    return []
+
+
+def fit_accuracy(model, x, y, steps=600):
+    """Train ``model`` on (x, y) with Adam to convergence; return its training accuracy."""
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (model(x).argmax(1) == y).float().mean().item()
+
+
+def test_hue_pair_classes_are_separable_but_not_linearly_in_rgb():
+    """The task's premise: the class of a colour is its hue sector mod 4 (a rule that is exact),
+    which a small MLP on RGB learns but a linear classifier on RGB cannot."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(len(HUE_PAIR_CLASSES)), 400)
+    rgb = np.stack([hue_pair_colour(rng, int(c)) for c in y]) / 255
+    hues = np.array([colorsys.rgb_to_hsv(*c)[0] for c in rgb])
+    assert (np.floor(hues * 8).astype(int) % 4 == y).all()
+    x, t = torch.tensor(rgb, dtype=torch.float32), torch.tensor(y)
+    torch.manual_seed(0)
+    linear = fit_accuracy(torch.nn.Linear(3, 4), x, t)
+    mlp = fit_accuracy(torch.nn.Sequential(torch.nn.Linear(3, 64), torch.nn.ReLU(),
+                                           torch.nn.Linear(64, 4)), x, t)
+    assert linear < 0.6 and mlp > 0.9, (linear, mlp)
+
+
+def test_hue_pairs_dataset_is_read_by_mmseg_ade20k(tmp_path):
+    root = make_hue_pairs_ade20k(tmp_path / 'a', num_train=6, num_val=3, seed=1)
+    dataset = DATASETS.build(dict(
+        type='ADE20KDataset', data_root=root,
+        data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
+        pipeline=[dict(type='LoadImageFromFile'),
+                  dict(type='LoadAnnotations', reduce_zero_label=True)]))
+    assert len(dataset) == 6
+    seen = set()
+    for i in range(len(dataset)):
+        item = dataset[i]
+        img, seg = item['img'], item['gt_seg_map']  # BGR, classes after reduce_zero_label
+        assert img.shape == (64, 64, 3) and seg.shape == (64, 64)
+        assert set(np.unique(seg)) <= set(range(len(HUE_PAIR_CLASS_IDS)))
+        seen |= set(np.unique(seg).tolist())
+        # the pixels of each class show one of its two hue sectors (JPEG and noise aside)
+        hsv = np.array([colorsys.rgb_to_hsv(*p) for p in img[..., ::-1].reshape(-1, 3) / 255])
+        sector = np.floor(hsv[:, 0] * 8).astype(int) % 4
+        assert (sector == seg.reshape(-1)).mean() > 0.9
+    assert len(seen) >= 3
+    again = make_hue_pairs_ade20k(tmp_path / 'b', num_train=6, num_val=3, seed=1)
+    for a in sorted(glob.glob(osp.join(root, 'annotations', '*', '*.png'))):
+        b = a.replace(root, again)
+        assert open(a, 'rb').read() == open(b, 'rb').read()
+
+
+def test_source_samples_and_patch_labels():
+    images, labels = source_samples(np.random.default_rng(0), 8)
+    assert images.shape == (8, 64, 64, 3) and images.dtype == np.uint8
+    assert set(np.unique(labels)) <= set(range(len(SOURCE_SHAPES) + 1))
+    assert all((lab > 0).any() for lab in labels)  # every image has a shape
+    # majority label per 8 x 8 patch, by hand: a 16 x 16 map, four patches
+    lab = np.zeros((1, 16, 16), np.int64)
+    lab[0, :8, :8] = 2                  # patch 0: all 2
+    lab[0, :5, 8:] = 3                  # patch 1: 40 pixels of 3, 24 of 0
+    lab[0, 8:, :3] = 1                  # patch 2: 24 pixels of 1, 40 of 0
+    lab[0, 8:, 8:] = 4                  # patch 3: all 4
+    assert patch_labels(lab, 8).tolist() == [[2, 3, 0, 4]]
+
+
+def test_trunk_is_pretrained_once_then_reused_and_loads_into_the_arms(tmp_path):
+    logs = []
+    recipe = dict(steps=2, batch_size=4)
+    path, info = cached_tiny_trunk(tmp_path, recipe, log=logs.append)
+    assert any(m.startswith('pretraining the tiny trunk') for m in logs)
+    assert 0.0 <= info['accuracy']['all'] <= 1.0 and info['recipe']['steps'] == 2
+    saved = torch.load(path, weights_only=True)
+    assert not any(k.startswith('head.') for k in saved)
+    logs.clear()
+    again, _ = cached_tiny_trunk(tmp_path, recipe, log=logs.append)
+    assert again == path and len(logs) == 1 and logs[0].startswith('reusing')
+    other, _ = cached_tiny_trunk(tmp_path, dict(recipe, seed=1), log=logs.append)
+    assert other != path and logs[-1].startswith('pretrained in')  # another recipe, another file
+    # the file is what the comparison configs' backbone loads, strictly
+    cfg = Config.fromfile(arm_config('cvpt10'))
+    cfg.model.backbone.pretrained = str(path)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    trunk = model.backbone.trunk.state_dict()
+    assert set(trunk) == set(saved)
+    for k, v in saved.items():
+        torch.testing.assert_close(trunk[k], v, rtol=0, atol=0)
+
+
+def test_arms_differ_only_in_the_method_and_inherit_their_vitl_config():
+    cfgs = {arm: Config.fromfile(arm_config(arm)) for arm in ARMS}
+    assert sorted(osp.basename(p) for p in glob.glob(osp.join(COMPARISON, '[!_]*.py'))) == \
+        sorted(osp.basename(arm_config(a)) for a in ARMS)
+    shared = ('optim_wrapper', 'param_scheduler', 'train_cfg', 'train_dataloader',
+              'val_dataloader', 'test_dataloader', 'randomness', 'tta_pipeline', 'tta_model')
+    model_shared = ('data_preprocessor', 'decode_head', 'neck', 'auxiliary_head', 'test_cfg')
+    trunk_keys = ('model_name', 'model_kwargs', 'img_size', 'out_indices', 'final_norm',
+                  'pretrained')
+    ref = cfgs['head_only']
+    for arm, cfg in cfgs.items():
+        for key in shared:
+            assert cfg[key] == ref[key], (arm, key)
+        for key in model_shared:
+            assert cfg.model.get(key) == ref.model.get(key), (arm, key)
+        for key in trunk_keys:
+            assert cfg.model.backbone[key] == ref.model.backbone[key], (arm, key)
+        bb_type, prompts, bias, vitl = ARMS[arm]
+        assert cfg.model.backbone.type == bb_type
+        assert cfg.model.backbone.num_prompts == prompts
+        assert bool(cfg.model.backbone.get('bias_tuning', False)) == bias
+        # the arm's chain of _base_ files reaches the real ViT-L config
+        chain, files = [], [arm_config(arm)]
+        while files:
+            f = files.pop()
+            chain.append(osp.basename(f))
+            files += [osp.normpath(osp.join(osp.dirname(f), b)) for b in base_files(f)]
+        assert vitl in chain, (arm, chain)
+    assert cfgs['davpt'].model.type == 'MetricGuidedEncoderDecoder'
+    assert cfgs['davpt'].custom_hooks == cfgs['davpt_plus'].custom_hooks
+    # no photometric augmentation: the labels are hues
+    assert [t.type for t in ref.train_dataloader.dataset.pipeline] == [
+        'LoadImageFromFile', 'LoadAnnotations', 'CheckSegLabels', 'RandomFlip', 'PackSegInputs']
+
+
+def _batch(num=4, seed=0):
+    rng = np.random.default_rng(seed)
+    inputs, samples = [], []
+    for _ in range(num):
+        image, label = hue_pair_sample(rng)
+        inputs.append(torch.from_numpy(image[..., ::-1].copy()).permute(2, 0, 1))  # BGR as read
+        sample = SegDataSample()
+        sample.gt_sem_seg = PixelData(data=torch.from_numpy(label.astype(np.int64) - 1)[None])
+        sample.set_metainfo(dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64)))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+@pytest.mark.parametrize('arm', ['vpt', 'cvpt10', 'head_only'])
+def test_prompts_receive_gradients_and_move(arm, tmp_path):
+    """One training step of the arm's model and optimizer, as its config builds them: every
+    prompt gets a non-zero gradient and moves; the trunk gets none and stays."""
+    cfg = Config.fromfile(arm_config(arm))
+    trunk_file = tmp_path / 'trunk.pth'
+    save_random_trunk(TINY_TRUNK, trunk_file, seed=0)
+    cfg.model.backbone.pretrained = str(trunk_file)
+    set_random_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    prompts = {n: p for n, p in model.named_parameters() if n.startswith('backbone.prompts.')}
+    trunk = {n: p for n, p in model.named_parameters() if n.startswith('backbone.trunk.')}
+    assert len(prompts) == (0 if arm == 'head_only' else 4)
+    before = {n: p.detach().clone() for n, p in list(prompts.items()) + list(trunk.items())}
+    head_before = model.decode_head.conv_seg.weight.detach().clone()
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    data = model.data_preprocessor(_batch(), True)
+    losses = model(**data, mode='loss')
+    loss, _ = model.parse_losses(losses)
+    optim.backward(loss)
+    for n, p in prompts.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
+    assert all(p.grad is None for p in trunk.values())
+    optim.step()
+    for n in prompts:
+        assert not torch.equal(prompts[n], before[n]), f'{n} did not move'
+    for n in trunk:
+        assert torch.equal(trunk[n], before[n]), n
+    assert not torch.equal(model.decode_head.conv_seg.weight, head_before)
+
+
+PREDICT = """
+import json, sys
+import numpy as np
+from mmseg.apis import inference_model, init_model
+job = json.load(open(sys.argv[1]))
+preds = {}
+for arm, (config, ckpt) in job['arms'].items():
+    model = init_model(config, ckpt, device='cpu',
+                       cfg_options={'model.backbone.pretrained': job['trunk']})
+    preds[arm] = np.stack([inference_model(model, img).pred_sem_seg.data[0].numpy()
+                           for img in job['images']])
+print(json.dumps(dict(changed=float((preds['head_only'] != preds['cvpt10']).mean()))))
+"""
+
+
+@pytest.mark.slow  # the harness runs tools/train.py and tools/test.py in subprocesses
+def test_harness_end_to_end(tmp_path):
+    """tools/prompt_comparison.py on a tiny setting: the table, the plot, an overlay, trainable
+    parameters by hand, CVPT's predictions differ from head-only's at the same seed, and
+    --min-margin passes and fails as asked."""
+    work = tmp_path / 'work'
+    cmd = [sys.executable, osp.join(REPO, 'tools', 'prompt_comparison.py'),
+           '--arms', 'head_only,cvpt10', '--seeds', '0', '--iters', '8', '--pretrain-steps', '3',
+           '--num-train', '8', '--num-val', '3', '--overlays', '1', '--threads', '1',
+           '--cache-dir', str(tmp_path / 'cache'), '--work-dir', str(work)]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert 'pretraining the tiny trunk (3 steps' in res.stdout
+    assert '| head-only (linear probe) | 14,550 |' in res.stdout
+    assert '| CVPT, 10 prompts | 18,390 |' in res.stdout
+    out = json.loads((work / 'results.json').read_text())
+    assert out['arms']['head_only']['trainable_params'] == HEAD_PARAMS
+    assert out['arms']['cvpt10']['trainable_params'] == HEAD_PARAMS + PROMPTS_10
+    for arm in ('head_only', 'cvpt10'):
+        (run,) = out['arms'][arm]['runs']
+        assert 0 <= run['miou_ss'] <= 100 and 0 <= run['miou_tta'] <= 100
+        assert run['step_s'] > 0 and run['peak_rss_mib'] > 100
+        assert len(glob.glob(str(work / arm / 'seed0' / 'pred' / '*.png'))) == 3
+    (overlay,) = glob.glob(str(work / 'overlays' / '*.png'))  # image, truth, 2 predictions
+    assert cv2.imread(overlay).shape == (22 + 3 * 64, 4 * 3 * 64, 3)
+    assert (work / 'miou_vs_params.png').stat().st_size > 1000
+    assert (work / 'results.md').read_text().count('\n|') == 4  # header, rule, 2 arms
+
+    images = sorted(glob.glob(str(work / 'data' / 'hue_pairs' / 'ADEChallengeData2016' /
+                                  'images' / 'validation' / '*.jpg')))
+    job = dict(trunk=out['trunk'], images=images,
+               arms={arm: (osp.join(COMPARISON, f'{arm}_tiny_hue_pairs.py'),
+                           out['arms'][arm]['runs'][0]['checkpoint'])
+                     for arm in ('head_only', 'cvpt10')})
+    (tmp_path / 'job.json').write_text(json.dumps(job))
+    (tmp_path / 'predict.py').write_text(PREDICT)
+    pred = subprocess.run([sys.executable, str(tmp_path / 'predict.py'),
+                           str(tmp_path / 'job.json')], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    assert json.loads(pred.stdout.strip().splitlines()[-1])['changed'] > 0.01
+
+    report = cmd[:2] + ['--report-only', '--work-dir', str(work), '--margin-arms', 'cvpt10',
+                        '--no-plot']
+    ok = subprocess.run(report + ['--min-margin', '-100'], cwd=REPO, capture_output=True,
+                        text=True)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert 'CVPT, 10 prompts - head-only:' in ok.stdout
+    fail = subprocess.run(report + ['--min-margin', '100'], cwd=REPO, capture_output=True,
+                          text=True)
+    assert fail.returncode == 1
+    assert 'CVPT, 10 prompts did not beat head-only by 100.0 mIoU points' in fail.stderr
