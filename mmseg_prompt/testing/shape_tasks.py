@@ -6,11 +6,10 @@
 - **Downstream task** (the comparison, with a shift): other classes on other images. Each of
   four classes is a *pair of opposite hues* (sectors k and k + 4 of eight 45-degree hue sectors),
   painted on a background and two or three shapes of eight kinds, whose kind no longer
-  matters. Which pair a
-  colour belongs to is not a linear function of its RGB value (the two hues of a class lie on
-  opposite sides of the grey axis, with the other classes between them), so a linear head on
-  the frozen trunk's last features separates the classes only as far as the trunk's
-  shape-trained features already do; prompts can change those features.
+  matters. Which pair a colour belongs to is not a linear function of its RGB value (the two
+  hues of a class lie on opposite sides of the grey axis, with the other classes between them),
+  so a linear head on the frozen trunk's last features separates the classes only as far as
+  the trunk's shape-trained features already do; prompts can change those features.
 
 Images are RGB uint8. The downstream set is written in ADE20K's folder layout, with the label ids
 of ``HUE_PAIR_CLASS_IDS`` (``reduce_zero_label`` maps id k to class k - 1), and read by mmseg's
@@ -18,13 +17,12 @@ of ``HUE_PAIR_CLASS_IDS`` (``reduce_zero_label`` maps id k to class k - 1), and 
 """
 import colorsys
 import math
-import os.path as osp
 from pathlib import Path
 from typing import Callable, Sequence, Tuple, Union
 
 import numpy as np
 
-from .synthetic import _claim_root, _write_pair
+from .synthetic import write_ade20k_layout
 
 SIZE = 64
 SHAPES = ('disc', 'square', 'triangle', 'cross', 'ring', 'diamond', 'bar', 'corner')
@@ -125,17 +123,7 @@ def hue_pair_sample(rng: np.random.Generator,
 def make_hue_pairs_ade20k(root: Union[str, Path], num_train: int = 200, num_val: int = 60,
                           seed: int = 0) -> str:
     """Write the downstream task under ``root/ADEChallengeData2016`` in ADE20K's layout
-    (``images/{training,validation}/ADE_{train,val}_%08d.jpg``, ``annotations/...png``), 64 x 64
-    images; return that data_root. The same arguments write the same files."""
-    data_root = osp.join(str(root), 'ADEChallengeData2016')
-    splits = (('training', 'train', num_train), ('validation', 'val', num_val))
-    _claim_root(data_root, [osp.join(top, s[0]) for top in ('images', 'annotations')
-                            for s in splits], 'ADE20K (hue pairs)')
-    for k, (folder, tag, num) in enumerate(splits):
-        rng = np.random.default_rng([seed, k])
-        for i in range(1, num + 1):
-            image, label = hue_pair_sample(rng)
-            stem = f'ADE_{tag}_{i:08d}'
-            _write_pair(image, label, osp.join(data_root, 'images', folder, stem + '.jpg'),
-                        osp.join(data_root, 'annotations', folder, stem + '.png'))
-    return data_root
+    (``synthetic.write_ade20k_layout``), 64 x 64 images; return that data_root. The same
+    arguments write the same files."""
+    return write_ade20k_layout(root, num_train, num_val, seed, hue_pair_sample,
+                               'ADE20K (hue pairs)')

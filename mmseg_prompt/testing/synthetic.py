@@ -15,7 +15,7 @@ import os
 import os.path as osp
 import shutil
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Callable, Tuple, Union
 
 import cv2
 import numpy as np
@@ -91,26 +91,40 @@ def _claim_root(data_root, owned_dirs, name):
         f.write(f'Synthetic {name} written by mmseg_prompt.testing.synthetic; not real data.\n')
 
 
-def make_synthetic_ade20k(root: Union[str, Path], num_train: int = 40, num_val: int = 12,
-                          size_range: Tuple[int, int] = (96, 160), seed: int = 0) -> str:
-    """Write a synthetic ADE20K under ``root/ADEChallengeData2016``; return that data_root.
+def write_ade20k_layout(root: Union[str, Path], num_train: int, num_val: int, seed: int,
+                        draw: Callable[[np.random.Generator], Tuple[np.ndarray, np.ndarray]],
+                        name: str = 'ADE20K') -> str:
+    """Write ``draw(rng)`` samples (image (H, W, 3) uint8 RGB, label (H, W) uint8 file ids) under
+    ``root/ADEChallengeData2016`` in ADE20K's layout; return that data_root.
 
     Layout: ``images/{training,validation}/ADE_{train,val}_%08d.jpg`` and
-    ``annotations/{training,validation}/<same stem>.png`` (0 = other, ids of
-    ``ADE20K_SYNTHETIC_CLASSES``), numbered from 1 as in the real set.
+    ``annotations/{training,validation}/<same stem>.png``, numbered from 1 as in the real set;
+    split k draws from ``default_rng([seed, k])``. ``name`` goes into the marker file.
     """
     data_root = osp.join(str(root), 'ADEChallengeData2016')
     splits = (('training', 'train', num_train), ('validation', 'val', num_val))
     _claim_root(data_root, [osp.join(top, s[0]) for top in ('images', 'annotations')
-                            for s in splits], 'ADE20K')
+                            for s in splits], name)
     for k, (folder, tag, num) in enumerate(splits):
         rng = np.random.default_rng([seed, k])
         for i in range(1, num + 1):
-            image, label = _draw_sample(rng, size_range, ADE20K_SYNTHETIC_CLASSES)
+            image, label = draw(rng)
             stem = f'ADE_{tag}_{i:08d}'
             _write_pair(image, label, osp.join(data_root, 'images', folder, stem + '.jpg'),
                         osp.join(data_root, 'annotations', folder, stem + '.png'))
     return data_root
+
+
+def make_synthetic_ade20k(root: Union[str, Path], num_train: int = 40, num_val: int = 12,
+                          size_range: Tuple[int, int] = (96, 160), seed: int = 0) -> str:
+    """Write a synthetic ADE20K under ``root/ADEChallengeData2016``; return that data_root.
+
+    Layout as ``write_ade20k_layout``; labels 0 = other and the ids of
+    ``ADE20K_SYNTHETIC_CLASSES``.
+    """
+    return write_ade20k_layout(
+        root, num_train, num_val, seed,
+        lambda rng: _draw_sample(rng, size_range, ADE20K_SYNTHETIC_CLASSES))
 
 
 def make_synthetic_pascal_context(root: Union[str, Path], num_train: int = 40, num_val: int = 12,

@@ -101,12 +101,12 @@ def pretrain_tiny_trunk(recipe: Optional[dict] = None,
         loss.backward()
         opt.step()
         schedule.step()
-        if step % max(1, steps // 6) == 0 or step == steps:
+        if step % max(1, steps // 6) == 0 or step == steps:  # the last step always
             acc = patch_accuracy(model, *held_out)
             log(f'  pretraining step {step}/{steps}: loss {loss.item():.3f}, held-out patch '
                 f'accuracy {acc["all"]:.3f} (shape patches {acc["shapes"]:.3f}), '
                 f'{time.time() - start:.0f} s')
-    return model, patch_accuracy(model, *held_out)
+    return model, acc
 
 
 def recipe_key(recipe: dict) -> str:
@@ -122,8 +122,8 @@ def cached_tiny_trunk(cache_dir: Optional[Union[str, Path]] = None,
                       force: bool = False) -> Tuple[Path, dict]:
     """The trunk file of ``recipe`` in ``cache_dir`` (default ``default_cache_dir()``), made by
     ``pretrain_tiny_trunk`` the first time (or with ``force``) and reused afterwards (the log says
-    which). Returns
-    (path, info): info holds the recipe, the held-out accuracy and the pretraining time."""
+    which). Returns (path, info): info holds the recipe, the held-out accuracy and the
+    pretraining time."""
     recipe = {**PRETRAIN_RECIPE, **(recipe or {})}
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     stem = f'tiny_vit_shapes_{recipe_key(recipe)}'
