@@ -128,8 +128,9 @@ def step_time(train_dir: str) -> float:
     return statistics.mean(times[1:] or times)
 
 
-def trainable_params(config: str, overrides: Dict[str, str]) -> int:
-    """Trainable parameters of the segmentor the config builds (prompts, deltas and head)."""
+def arm_facts(config: str, overrides: Dict[str, str]) -> dict:
+    """What the config, with the run's ``--cfg-options``, trains: trainable parameters of the
+    segmentor it builds (prompts, deltas and head), iterations and batch size."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
@@ -137,7 +138,8 @@ def trainable_params(config: str, overrides: Dict[str, str]) -> int:
     cfg.merge_from_dict(overrides)
     init_default_scope('mmseg')
     model = MODELS.build(cfg.model)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return dict(trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                iters=cfg.train_cfg.max_iters, batch_size=cfg.train_dataloader.batch_size)
 
 
 # label-file id -> BGR colour of the side-by-side overlays: the four hue-pair classes, then grey
@@ -286,15 +288,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                          'train_dataloader.dataset.data_root': data_root,
                          'val_dataloader.dataset.data_root': data_root,
                          'test_dataloader.dataset.data_root': data_root,
-                         'randomness.seed': str(seed)}
+                         'randomness.seed': seed}
             if args.iters:  # the schedule shrunk in proportion (warm-up 5%)
                 warmup = max(1, args.iters // 20)
-                overrides.update({'train_cfg.max_iters': str(args.iters),
-                                  'train_cfg.val_interval': str(args.iters),
-                                  'default_hooks.checkpoint.interval': str(args.iters),
-                                  'param_scheduler.0.end': str(warmup),
-                                  'param_scheduler.1.begin': str(warmup),
-                                  'param_scheduler.1.end': str(args.iters)})
+                overrides.update({'train_cfg.max_iters': args.iters,
+                                  'train_cfg.val_interval': args.iters,
+                                  'default_hooks.checkpoint.interval': args.iters,
+                                  'param_scheduler.0.end': warmup,
+                                  'param_scheduler.1.begin': warmup,
+                                  'param_scheduler.1.end': args.iters})
             options = ['--cfg-options'] + [f'{k}={v}' for k, v in overrides.items()]
             run_dir = osp.join(work, arm, f'seed{seed}')
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -321,15 +323,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                   + (f' (--tta {run["miou_tta"]:.2f})' if 'miou_tta' in run else '')
                   + f', {time.time() - t_run:.0f} s', flush=True)
             runs.append(run)
+        facts = arm_facts(config, overrides)
         results[arm] = dict(config=osp.relpath(config, REPO), runs=runs,
-                            trainable_params=trainable_params(config, {
-                                'model.backbone.pretrained': str(trunk)}))
+                            trainable_params=facts['trainable_params'])
 
     if args.overlays:
         shown = side_by_side(work, data_root, args.arms, args.overlays)
         print(f'overlays (image, ground truth, then each arm\'s prediction): {len(shown)} PNG '
               f'in {osp.join(work, "overlays")}', flush=True)
-    out = dict(arms=results, seeds=args.seeds, iters=args.iters or 400,
+    out = dict(arms=results, seeds=args.seeds, iters=facts['iters'],
+               batch_size=facts['batch_size'],
                num_val=args.num_val, tta=not args.no_tta, trunk=str(trunk),
                trunk_info=trunk_info, seconds=round(time.time() - t0, 1))
     with open(osp.join(work, 'results.json'), 'w') as f:
@@ -346,7 +349,8 @@ def report(out: dict, work: str, args: argparse.Namespace) -> None:
     summary = (f'tiny ViT pretrained on shapes ({info["recipe"]["steps"]} steps, held-out '
                f'patch accuracy {info["accuracy"]["all"]:.3f}, on shape patches '
                f'{info["accuracy"]["shapes"]:.3f}), hue-pairs task ({out["num_val"]} '
-               f'validation images), {out["iters"]} iterations of batch 8, seeds {out["seeds"]}; '
+               f'validation images), {out["iters"]} iterations of batch {out["batch_size"]}, '
+               f'seeds {out["seeds"]}; '
                f'mIoU (%) mean ± std over seeds')
     print(f'\n{summary}\n\n{text}\n', flush=True)
     with open(osp.join(work, 'results.md'), 'w') as f:
