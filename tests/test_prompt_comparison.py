@@ -4,6 +4,7 @@ import ast
 import colorsys
 import glob
 import json
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -23,7 +24,8 @@ from mmseg_prompt.testing import save_random_trunk
 from mmseg_prompt.testing.shape_tasks import (HUE_PAIR_CLASS_IDS, HUE_PAIR_CLASSES, SOURCE_SHAPES,
                                               hue_pair_colour, hue_pair_sample,
                                               make_hue_pairs_ade20k, source_samples)
-from mmseg_prompt.testing.tiny_trunk import TINY_TRUNK, cached_tiny_trunk, patch_labels
+from mmseg_prompt.testing.tiny_trunk import (TINY_TRUNK, cached_tiny_trunk, cpu_capability,
+                                             file_sha256, patch_labels, rotate_hue)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 COMPARISON = osp.join(REPO, 'configs', 'example', 'comparison')
@@ -34,6 +36,7 @@ ARMS = {
     'cvpt10': ('CVPTViT', 10, False, 'cvpt_vitl_ade20k.py'),
     'cvpt50': ('CVPTViT', 50, False, 'cvpt_vitl_ade20k.py'),
     'davpt': ('DAVPTViT', 10, False, 'davpt_vitl_ade20k.py'),
+    'davpt_noloss': ('DAVPTViT', 10, False, 'davpt_vitl_ade20k.py'),
     'davpt_plus': ('DAVPTViT', 10, True, 'davpt_plus_vitl_ade20k.py'),
 }
 # a linear head of 150 ADE20K classes on width 96, and 10 prompts of width 96 in each of 4 blocks
@@ -121,12 +124,31 @@ def test_source_samples_and_patch_labels():
     assert patch_labels(lab, 8).tolist() == [[2, 3, 0, 4]]
 
 
+def test_rotate_hue_against_colorsys():
+    """A rotation about the grey axis shifts the HSV hue by theta and keeps the value (max
+    channel) of a colour that stays inside the RGB cube; theta = 2 pi is the identity."""
+    rgb = np.array([[200, 90, 120], [120, 150, 100], [110, 120, 180]], np.float32)
+    x = torch.from_numpy((rgb - 127.5) / 127.5).T.reshape(1, 3, 3, 1)
+    for theta in (0.3, 1.2):
+        y = rotate_hue(x, torch.tensor([theta]))[0, :, :, 0].T.numpy() * 127.5 + 127.5
+        for before, after in zip(rgb / 255, y / 255):
+            h0, s0, v0 = colorsys.rgb_to_hsv(*before)
+            h1, _, _ = colorsys.rgb_to_hsv(*after)
+            shift = (h1 - h0) % 1.0
+            # HSV's hue is hexagonal, the rotation circular: they agree to a few degrees
+            assert abs(shift - theta / (2 * np.pi)) < 0.03, (before, after, shift)
+            assert abs(after.mean() - before.mean()) < 1e-5  # the grey component is kept
+    full = rotate_hue(x, torch.tensor([2 * np.pi]))
+    torch.testing.assert_close(full, x, atol=1e-5, rtol=0)
+
+
 def test_trunk_is_pretrained_once_then_reused_and_loads_into_the_arms(tmp_path):
     logs = []
     recipe = dict(steps=2, batch_size=4)
     path, info = cached_tiny_trunk(tmp_path, recipe, log=logs.append)
     assert any(m.startswith('pretraining the tiny trunk') for m in logs)
     assert 0.0 <= info['accuracy']['all'] <= 1.0 and info['recipe']['steps'] == 2
+    assert info['sha256'] == file_sha256(path) and info['cpu_capability'] == cpu_capability()
     saved = torch.load(path, weights_only=True)
     assert not any(k.startswith('head.') for k in saved)
     logs.clear()
@@ -143,6 +165,30 @@ def test_trunk_is_pretrained_once_then_reused_and_loads_into_the_arms(tmp_path):
     assert set(trunk) == set(saved)
     for k, v in saved.items():
         torch.testing.assert_close(trunk[k], v, rtol=0, atol=0)
+
+
+@pytest.mark.slow  # two pretraining tools in fresh interpreters
+def test_each_cpu_kernel_set_makes_and_caches_its_own_trunk(tmp_path):
+    """The tool as a user runs it: under ATEN_CPU_CAPABILITY=avx2 the same recipe gives another
+    cached file than under the machine's own kernels, and the provenance beside each file names
+    the kernel set and the file's sha256."""
+    cmd = [sys.executable, osp.join(REPO, 'tools', 'pretrain_tiny_trunk.py'), '--steps', '2',
+           '--batch-size', '4', '--cache-dir', str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k != 'ATEN_CPU_CAPABILITY'}
+    files = {}
+    for name, extra in (('native', {}), ('avx2', {'ATEN_CPU_CAPABILITY': 'avx2'})):
+        res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**env, **extra})
+        assert res.returncode == 0, res.stderr[-2000:]
+        files[name] = res.stdout.strip().splitlines()[-1]
+        info = json.loads(open(osp.splitext(files[name])[0] + '.json').read())
+        assert info['sha256'] == file_sha256(files[name])
+        if name == 'avx2':
+            assert info['cpu_capability'] == 'AVX2'
+    if cpu_capability() != 'AVX2':
+        assert files['native'] != files['avx2']
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    assert res.returncode == 0 and 'reusing' in res.stdout
+    assert res.stdout.strip().splitlines()[-1] == files['native']
 
 
 def test_arms_differ_only_in_the_method_and_inherit_their_vitl_config():
@@ -174,7 +220,10 @@ def test_arms_differ_only_in_the_method_and_inherit_their_vitl_config():
             files += [osp.normpath(osp.join(osp.dirname(f), b)) for b in base_files(f)]
         assert vitl in chain, (arm, chain)
     assert cfgs['davpt'].model.type == 'MetricGuidedEncoderDecoder'
-    assert cfgs['davpt'].custom_hooks == cfgs['davpt_plus'].custom_hooks
+    assert cfgs['davpt'].custom_hooks == cfgs['davpt_plus'].custom_hooks == \
+        cfgs['davpt_noloss'].custom_hooks
+    assert cfgs['davpt_noloss'].model.metric_cfg == dict(cfgs['davpt'].model.metric_cfg,
+                                                         beta=0.0, lambda_cls=0.0)
     # no photometric augmentation: the labels are hues
     assert [t.type for t in ref.train_dataloader.dataset.pipeline] == [
         'LoadImageFromFile', 'LoadAnnotations', 'CheckSegLabels', 'RandomFlip', 'PackSegInputs']
@@ -243,35 +292,53 @@ print(json.dumps(dict(changed=float((preds['head_only'] != preds['cvpt10']).mean
 
 @pytest.mark.slow  # the harness runs tools/train.py and tools/test.py in subprocesses
 def test_harness_end_to_end(tmp_path):
-    """tools/prompt_comparison.py on a tiny setting: the table, the plot, an overlay, trainable
-    parameters by hand, CVPT's predictions differ from head-only's at the same seed, and
-    --min-margin passes and fails as asked."""
+    """tools/prompt_comparison.py on a tiny setting with two trunks (the machine's kernels and
+    avx2): each trunk's provenance, the tables (paired gains computed by hand), the plot, an
+    overlay, trainable parameters by hand, CVPT's predictions differ from head-only's at the same
+    seed, and --min-margin passes and fails as asked."""
     work = tmp_path / 'work'
     cmd = [sys.executable, osp.join(REPO, 'tools', 'prompt_comparison.py'),
-           '--arms', 'head_only,cvpt10', '--seeds', '0', '--iters', '8', '--pretrain-steps', '3',
+           '--arms', 'head_only,cvpt10', '--seeds', '0', '--trunk-seeds', '0',
+           '--cpu-capabilities', 'native,avx2', '--iters', '8', '--pretrain-steps', '3',
            '--num-train', '8', '--num-val', '3', '--overlays', '1', '--threads', '1',
            '--cache-dir', str(tmp_path / 'cache'), '--work-dir', str(work)]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert 'pretraining the tiny trunk (3 steps' in res.stdout
+    assert res.stdout.count('pretraining the tiny trunk (3 steps') == 2
     assert '| head-only (linear probe) | 14,550 |' in res.stdout
     assert '| CVPT, 10 prompts | 18,390 |' in res.stdout
     out = json.loads((work / 'results.json').read_text())
+    assert list(out['trunks']) == ['native-s0', 'avx2-s0']
+    for name, trunk in out['trunks'].items():
+        assert trunk['sha256'] == file_sha256(trunk['path'])
+        assert trunk['recipe']['steps'] == 3 and trunk['seed'] == 0
+        assert 0 <= trunk['accuracy']['all'] <= 1
+    assert out['trunks']['avx2-s0']['cpu_capability'] == 'AVX2'
+    assert out['trunks']['native-s0']['cpu_capability'] == cpu_capability()
     assert out['arms']['head_only']['trainable_params'] == HEAD_PARAMS
     assert out['arms']['cvpt10']['trainable_params'] == HEAD_PARAMS + PROMPTS_10
     for arm in ('head_only', 'cvpt10'):
-        (run,) = out['arms'][arm]['runs']
-        assert 0 <= run['miou_ss'] <= 100 and 0 <= run['miou_tta'] <= 100
-        assert run['step_s'] > 0 and run['peak_rss_mib'] > 100
-        assert len(glob.glob(str(work / arm / 'seed0' / 'pred' / '*.png'))) == 3
+        runs = out['arms'][arm]['runs']
+        assert [(r['trunk'], r['seed']) for r in runs] == [('native-s0', 0), ('avx2-s0', 0)]
+        for run in runs:
+            assert 0 <= run['miou_ss'] <= 100 and 0 <= run['miou_tta'] <= 100
+            assert run['step_s'] > 0 and run['peak_rss_mib'] > 100
+            assert 'decode.loss_ce' in run['losses']
+        assert len(glob.glob(str(work / arm / 'native-s0' / 'seed0' / 'pred' / '*.png'))) == 3
+    gains = [c['miou_ss'] - h['miou_ss'] for c, h in zip(out['arms']['cvpt10']['runs'],
+                                                         out['arms']['head_only']['runs'])]
+    mean = sum(gains) / 2
+    sd = abs(gains[0] - gains[1]) / 2 ** 0.5
+    assert f'{mean:.2f} ± {sd:.2f} ({min(gains):+.2f})' in res.stdout
     (overlay,) = glob.glob(str(work / 'overlays' / '*.png'))  # image, truth, 2 predictions
     assert cv2.imread(overlay).shape == (22 + 3 * 64, 4 * 3 * 64, 3)
     assert (work / 'miou_vs_params.png').stat().st_size > 1000
-    assert (work / 'results.md').read_text().count('\n|') == 4  # header, rule, 2 arms
+    # the table (header, rule, 2 arms) and the per-trunk one (header, rule, 2 trunk rows, 2 arms)
+    assert (work / 'results.md').read_text().count('\n|') == 4 + 6
 
     images = sorted(glob.glob(str(work / 'data' / 'hue_pairs' / 'ADEChallengeData2016' /
                                   'images' / 'validation' / '*.jpg')))
-    job = dict(trunk=out['trunk'], images=images,
+    job = dict(trunk=out['trunks']['native-s0']['path'], images=images,
                arms={arm: (osp.join(COMPARISON, f'{arm}_tiny_hue_pairs.py'),
                            out['arms'][arm]['runs'][0]['checkpoint'])
                      for arm in ('head_only', 'cvpt10')})
@@ -288,8 +355,79 @@ def test_harness_end_to_end(tmp_path):
     ok = subprocess.run(report + ['--min-margin', '-100'], cwd=REPO, capture_output=True,
                         text=True)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert 'CVPT, 10 prompts - head-only:' in ok.stdout
+    assert f'CVPT, 10 prompts - head-only: {mean:+.2f} mIoU' in ok.stdout
     fail = subprocess.run(report + ['--min-margin', '100'], cwd=REPO, capture_output=True,
                           text=True)
     assert fail.returncode == 1
     assert 'CVPT, 10 prompts did not beat head-only by 100.0 mIoU points' in fail.stderr
+
+
+COMPARE_LOGITS = """
+import json, sys
+import torch
+from mmseg.apis import inference_model, init_model
+job = json.load(open(sys.argv[1]))
+logits = {}
+for name, (config, ckpt, options) in job['runs'].items():
+    model = init_model(config, ckpt, device='cpu', cfg_options=options)
+    logits[name] = torch.stack([inference_model(model, img).seg_logits.data
+                                for img in job['images']])
+a, b = logits.values()
+print(json.dumps(dict(equal=bool(torch.equal(a, b)), max_diff=float((a - b).abs().max()))))
+"""
+
+
+@pytest.mark.slow  # two tools/train.py runs and mmseg's inference API in fresh interpreters
+def test_davpt_without_its_metric_loss_trains_as_the_same_prompt_layout(tmp_path):
+    """The DA-VPT arm with both loss weights 0 (davpt_noloss) trains exactly as VPT-Deep with the
+    same prompt layout (10, 10, 10, 20) and no guidance: the same tuned weights and the same
+    predictions at the same seed, although its mapping hook runs (and re-clusters) throughout."""
+    root = make_hue_pairs_ade20k(tmp_path / 'data', num_train=8, num_val=3, seed=0)
+    trunk = tmp_path / 'trunk.pth'
+    save_random_trunk(TINY_TRUNK, trunk, seed=0)
+    iters = 6
+    common = {'model.backbone.pretrained': str(trunk), 'randomness.seed': 3,
+              'train_dataloader.dataset.data_root': root,
+              'val_dataloader.dataset.data_root': root,
+              'test_dataloader.dataset.data_root': root,
+              'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,
+              'default_hooks.checkpoint.interval': iters,
+              'param_scheduler.0.end': 1, 'param_scheduler.1.begin': 1,
+              'param_scheduler.1.end': iters}
+    runs = {'davpt_noloss': (arm_config('davpt_noloss'),
+                             dict(common, **{'custom_hooks.0.interval': 2,
+                                             'custom_hooks.0.init_max_iters': 2})),
+            'vpt_layout': (arm_config('vpt'),
+                           dict(common, **{'model.backbone.num_prompts': [10, 10, 10, 20]}))}
+    checkpoints = {}
+    for name, (config, options) in runs.items():
+        work = tmp_path / name
+        cmd = [sys.executable, osp.join(REPO, 'tools', 'train.py'), config, '--work-dir',
+               str(work), '--cfg-options'] + [
+                   f'{k}={json.dumps(v) if isinstance(v, list) else v}'
+                   for k, v in options.items()]
+        res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        if name == 'davpt_noloss':
+            assert res.stdout.count('class-to-prompt mapping re-clustered') >= 2
+        checkpoints[name] = (work / 'last_checkpoint').read_text().strip()
+    tuned = {name: torch.load(ckpt, map_location='cpu', weights_only=False)['state_dict']
+             for name, ckpt in checkpoints.items()}
+    a, b = tuned['davpt_noloss'], tuned['vpt_layout']
+    prompts = sorted(k for k in b if k.startswith('backbone.prompts.'))
+    assert prompts == [f'backbone.prompts.tokens.{i}' for i in range(4)]
+    assert b['backbone.prompts.tokens.3'].shape == (20, 96)
+    for key in prompts + ['decode_head.conv_seg.weight', 'decode_head.conv_seg.bias']:
+        assert torch.equal(a[key], b[key]), key
+    job = dict(images=sorted(glob.glob(osp.join(root, 'images', 'validation', '*.jpg'))),
+               runs={name: (config, checkpoints[name],
+                            {k: v for k, v in options.items()
+                             if k.startswith('model.backbone.')})
+                     for name, (config, options) in runs.items()})
+    (tmp_path / 'job.json').write_text(json.dumps(job))
+    (tmp_path / 'compare.py').write_text(COMPARE_LOGITS)
+    res = subprocess.run([sys.executable, str(tmp_path / 'compare.py'),
+                          str(tmp_path / 'job.json')], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == dict(equal=True, max_diff=0.0)

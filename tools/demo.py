@@ -2,7 +2,8 @@
 
 The short version of the prompt comparison (tools/prompt_comparison.py, docs/comparison.md):
 
-1. pretrains a tiny timm ViT on synthetic shape segmentation (cached: later runs reuse it);
+1. pretrains a tiny timm ViT on synthetic shape segmentation (pretraining seed 0, this machine's
+   own CPU kernels; cached: later runs reuse it);
 2. writes the shifted downstream task (hue pairs) in ADE20K's folder layout;
 3. trains head-only (linear probing), VPT-Deep and CVPT on it with `tools/train.py`, one seed,
    the full comparison's schedule, and tests each with `tools/test.py`, single-scale and `--tta`;
@@ -32,7 +33,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--work-dir', default=osp.join(REPO, 'demo_out'))
     p.add_argument('--threads', type=int, default=None)
     args = p.parse_args(argv)
-    options = ['--arms', 'head_only,vpt,cvpt10', '--seeds', '0', '--work-dir', args.work_dir,
+    options = ['--arms', 'head_only,vpt,cvpt10', '--seeds', '0', '--trunk-seeds', '0',
+               '--cpu-capabilities', 'native', '--work-dir', args.work_dir,
                '--overlays', '3', '--min-margin', str(MIN_MARGIN),
                '--margin-arms', 'vpt,cvpt10', '--no-plot']
     if args.threads:

@@ -1,10 +1,14 @@
 """Pretrain the comparison's tiny ViT trunk on synthetic shape segmentation and cache it.
 
-Prints the held-out patch accuracy and the path of the trunk file (an ordinary timm state dict,
-``model.backbone.pretrained`` of configs/example/comparison). A second run with the same recipe
-reuses the cached file and says so. See docs/comparison.md.
+Prints the held-out patch accuracy and, on its last line, the path of the trunk file (an ordinary
+timm state dict, ``model.backbone.pretrained`` of configs/example/comparison); beside it,
+``<same stem>.json`` holds the recipe, the accuracy, the CPU kernel set and the file's sha256. A
+second run with the same recipe and kernels reuses the cached file and says so. Set
+``ATEN_CPU_CAPABILITY`` (e.g. ``avx2``) to pretrain with another kernel set. See
+docs/comparison.md.
 
-Usage: python tools/pretrain_tiny_trunk.py [--cache-dir DIR] [--steps N] [--seed S] [--force]
+Usage: python tools/pretrain_tiny_trunk.py [--cache-dir DIR] [--steps N] [--batch-size B]
+       [--seed S] [--hue-invariance W] [--colour-kept W] [--force]
 """
 import argparse
 from pathlib import Path
@@ -18,12 +22,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     p.add_argument('--cache-dir', default=None,
                    help=f'default: {default_cache_dir()} ($MMSEG_PROMPT_CACHE/trunks if set)')
     p.add_argument('--steps', type=int, default=PRETRAIN_RECIPE['steps'])
+    p.add_argument('--batch-size', type=int, default=PRETRAIN_RECIPE['batch_size'])
     p.add_argument('--seed', type=int, default=PRETRAIN_RECIPE['seed'])
+    p.add_argument('--hue-invariance', type=float, default=PRETRAIN_RECIPE['hue_invariance'],
+                   help='weight of the last block\'s hue-invariance term (0: off; '
+                        'docs/comparison.md, "Hue-invariant trunks")')
+    p.add_argument('--colour-kept', type=float, default=PRETRAIN_RECIPE['colour_kept'],
+                   help='weight of the colour regression at the last block\'s input (0: off)')
     p.add_argument('--force', action='store_true', help='pretrain again even if cached')
     args = p.parse_args(argv)
-    recipe = dict(steps=args.steps, seed=args.seed)
+    recipe = dict(steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                  hue_invariance=args.hue_invariance, colour_kept=args.colour_kept)
     path, _ = cached_tiny_trunk(args.cache_dir, recipe, force=args.force)
-    print(path)
+    print(path, flush=True)
     return path
 
 

@@ -1,17 +1,25 @@
-"""The papers' table in miniature: head-only vs VPT-Deep vs CVPT vs DA-VPT(+) on a tiny pretrained
-trunk and a shifted synthetic task, through the user's tools (docs/comparison.md).
+"""The papers' table in miniature: head-only vs VPT-Deep vs CVPT vs DA-VPT(+) on tiny pretrained
+trunks and a shifted synthetic task, through the user's tools (docs/comparison.md).
 
-1. pretrains the tiny trunk on synthetic shape segmentation, or reuses the cached file;
+1. pretrains one tiny trunk per pretraining seed and CPU kernel set
+   (``tools/pretrain_tiny_trunk.py`` in a fresh interpreter, ``ATEN_CPU_CAPABILITY`` set for
+   every set but ``native``), or reuses the cached files: the trunk is a factor of the
+   comparison, since every machine rounds differently and makes its own trunk;
 2. writes the downstream task (hue pairs) in ADE20K's folder layout;
-3. for every arm and seed: ``tools/train.py`` on the arm's config in
+3. for every trunk, arm and training seed: ``tools/train.py`` on the arm's config in
    ``configs/example/comparison/`` (seed set with ``--cfg-options randomness.seed=S``), then
-   ``tools/test.py`` single-scale and with ``--tta``, each in a fresh interpreter;
-4. prints the table (mIoU mean +- std over seeds, trainable parameters, training-step time, peak
-   memory), writes it with every run's numbers to ``results.json`` and ``results.md``, plots mIoU
-   against trainable parameters, and with ``--min-margin`` fails unless each of ``--margin-arms``
-   beats head-only by that many mIoU points (single-scale means).
+   ``tools/test.py`` single-scale and with ``--tta``, each in a fresh interpreter under the
+   trunk's kernel set;
+4. prints the table (mIoU mean +- std over trunks x seeds, the std across trunks, the gain over
+   head-only on the same trunk and seed, trainable parameters, training-step time, peak memory)
+   and each trunk's mIoU, writes them with every run's numbers and every trunk's provenance
+   (recipe, accuracy, sha256, kernel set) to ``results.json`` and ``results.md``, plots mIoU
+   against trainable parameters, and with ``--min-margin`` fails unless each of
+   ``--margin-arms`` beats head-only by that many mIoU points (single-scale, mean of the paired
+   gains).
 
-The full comparison: ``python tools/prompt_comparison.py`` (6 arms x 3 seeds).
+The full comparison: ``python tools/prompt_comparison.py`` (every arm on every trunk and seed of
+the defaults; docs/comparison.md gives the command's time and output).
 """
 import argparse
 import glob
@@ -19,6 +27,7 @@ import json
 import os
 import os.path as osp
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -34,23 +43,34 @@ ARMS = {  # arm -> (table label, config)
     'cvpt10': ('CVPT, 10 prompts', 'cvpt10_tiny_hue_pairs.py'),
     'cvpt50': ('CVPT, 50 prompts', 'cvpt50_tiny_hue_pairs.py'),
     'davpt': ('DA-VPT', 'davpt_tiny_hue_pairs.py'),
+    'davpt_noloss': ('DA-VPT, metric loss off', 'davpt_noloss_tiny_hue_pairs.py'),
     'davpt_plus': ('DA-VPT+', 'davpt_plus_tiny_hue_pairs.py'),
 }
 BASELINE = 'head_only'
+NATIVE = 'native'  # the kernel set torch picks on the machine (ATEN_CPU_CAPABILITY unset)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--arms', default=','.join(ARMS), help=f'comma-separated, of {list(ARMS)}')
-    p.add_argument('--seeds', default='0,1,2', help='comma-separated training seeds')
+    p.add_argument('--seeds', default='0,1', help='comma-separated training seeds')
+    p.add_argument('--trunk-seeds', default='0,1,2',
+                   help='comma-separated pretraining seeds: one trunk each per kernel set')
+    p.add_argument('--cpu-capabilities', default=f'{NATIVE},avx2',
+                   help=f'comma-separated CPU kernel sets to make trunks and run with: '
+                        f'{NATIVE} (torch\'s choice on this machine) or a value of '
+                        f'ATEN_CPU_CAPABILITY (default, avx2, avx512, ...)')
     p.add_argument('--work-dir', default=osp.join(REPO, 'work_dirs', 'prompt_comparison'))
     p.add_argument('--cache-dir', default=None,
                    help='where the pretrained trunk is cached (default: $MMSEG_PROMPT_CACHE/'
                         'trunks or ~/.cache/mmseg_prompt/trunks)')
     p.add_argument('--pretrain-steps', type=int, default=None,
-                   help='pretraining steps (default: the recipe\'s 600; tests use fewer)')
+                   help='pretraining steps (default: the recipe\'s; tests use fewer)')
+    p.add_argument('--pretrain-options', default='',
+                   help='more options of tools/pretrain_tiny_trunk.py, e.g. '
+                        '"--hue-invariance 1 --colour-kept 1" (docs/comparison.md)')
     p.add_argument('--iters', type=int, default=None,
-                   help='training iterations (default: the configs\' 400; tests use fewer)')
+                   help='training iterations (default: the configs\'; tests use fewer)')
     p.add_argument('--num-train', type=int, default=200)
     p.add_argument('--num-val', type=int, default=60)
     p.add_argument('--threads', type=int, default=None,
@@ -73,6 +93,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if unknown:
         p.error(f'unknown arm(s) {unknown}; choose from {list(ARMS)}')
     args.seeds = [int(s) for s in args.seeds.split(',') if s]
+    args.trunk_seeds = [int(s) for s in args.trunk_seeds.split(',') if s]
+    args.cpu_capabilities = [c for c in args.cpu_capabilities.split(',') if c]
+    if not (args.seeds and args.trunk_seeds and args.cpu_capabilities):
+        p.error('--seeds, --trunk-seeds and --cpu-capabilities each need at least one value')
     args.margin_arms = [a for a in args.margin_arms.split(',') if a]
     if args.min_margin is not None:
         missing = [a for a in [BASELINE] + args.margin_arms if a not in args.arms]
@@ -80,6 +104,46 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             p.error(f'--min-margin compares {args.margin_arms} with {BASELINE}; add {missing} '
                     f'to --arms')
     return args
+
+
+def capability_env(env: dict, capability: str) -> dict:
+    """``env`` with ``ATEN_CPU_CAPABILITY`` set to ``capability`` (removed for native)."""
+    env = dict(env)
+    env.pop('ATEN_CPU_CAPABILITY', None)
+    if capability != NATIVE:
+        env['ATEN_CPU_CAPABILITY'] = capability
+    return env
+
+
+def trunk_name(capability: str, seed: int) -> str:
+    return f'{capability}-s{seed}'
+
+
+def pretrain_trunk(args: argparse.Namespace, capability: str, seed: int, env: dict) -> dict:
+    """The trunk of pretraining ``seed`` made with ``capability``'s kernels, by
+    ``tools/pretrain_tiny_trunk.py`` in a fresh interpreter (or its cache): its path and the
+    provenance beside it (recipe, held-out accuracy, the kernel set torch reported, sha256)."""
+    cmd = [osp.join(REPO, 'tools', 'pretrain_tiny_trunk.py'), '--seed', str(seed)]
+    if args.cache_dir:  # the tool runs in the repository: the folder as the user meant it
+        cmd += ['--cache-dir', osp.abspath(args.cache_dir)]
+    if args.pretrain_steps:
+        cmd += ['--steps', str(args.pretrain_steps)]
+    cmd += shlex.split(args.pretrain_options)
+    proc = subprocess.Popen([sys.executable] + cmd, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env=capability_env(env, capability))
+    lines = []
+    for line in proc.stdout:  # the tool's progress, as it comes
+        lines.append(line.rstrip())
+        if not line.startswith(('/', '.')):
+            print('    ' + line.strip(), flush=True)
+    if proc.wait() != 0:
+        sys.exit(f'ERROR: tools/pretrain_tiny_trunk.py --seed {seed} under {capability} kernels '
+                 f'failed (exit {proc.returncode}):\n' + '\n'.join(lines[-30:]))
+    path = lines[-1].strip()
+    with open(osp.splitext(path)[0] + '.json') as f:
+        info = json.load(f)
+    return dict(path=path, seed=seed, requested_capability=capability, **info)
 
 
 def run_tool(cmd: List[str], log_path: str, env: dict) -> int:
@@ -128,6 +192,17 @@ def step_time(train_dir: str) -> float:
     return statistics.mean(times[1:] or times)
 
 
+def final_losses(train_dir: str) -> Dict[str, float]:
+    """Every loss term mmengine logged (``loss``, ``decode.loss_ce``, DA-VPT's
+    ``loss_metric_*``, ...), averaged over the logged iterations of the second half of training."""
+    files = sorted(glob.glob(osp.join(train_dir, '*', 'vis_data', 'scalars.json')))
+    records = [json.loads(line) for line in open(files[-1])]
+    records = [r for r in records if 'loss' in r]
+    records = records[len(records) // 2:]
+    keys = sorted({k for r in records for k in r if 'loss' in k})
+    return {k: round(statistics.mean(r[k] for r in records if k in r), 5) for k in keys}
+
+
 def arm_facts(config: str, overrides: Dict[str, str]) -> dict:
     """What the config, with the run's ``--cfg-options``, trains: trainable parameters of the
     segmentor it builds (prompts, deltas and head), iterations and batch size."""
@@ -147,10 +222,11 @@ def arm_facts(config: str, overrides: Dict[str, str]) -> dict:
 CLASS_COLOURS = {1: (60, 60, 230), 2: (40, 200, 60), 3: (230, 120, 40), 4: (40, 210, 230)}
 
 
-def side_by_side(work: str, data_root: str, arms: List[str], count: int) -> List[str]:
+def side_by_side(work: str, data_root: str, arms: List[str], count: int, trunk: str,
+                 seed: int) -> List[str]:
     """For the first ``count`` validation images: one PNG each, ``[image | ground truth | one
-    prediction per arm]`` (first seed, single-scale, from ``tools/test.py --out``), 3x enlarged,
-    each panel captioned. Returns the paths written."""
+    prediction per arm]`` (``trunk`` and ``seed``, single-scale, from ``tools/test.py --out``), 3x
+    enlarged, each panel captioned. Returns the paths written."""
     import cv2
     import numpy as np
     out_dir = osp.join(work, 'overlays')
@@ -171,7 +247,7 @@ def side_by_side(work: str, data_root: str, arms: List[str], count: int) -> List
         panels = [cv2.imread(image_path), paint(cv2.imread(ann, cv2.IMREAD_GRAYSCALE))]
         captions = ['image', 'ground truth']
         for arm in arms:
-            pred = glob.glob(osp.join(work, arm, '*', 'pred', stem + '.png'))
+            pred = glob.glob(osp.join(work, arm, trunk, f'seed{seed}', 'pred', stem + '.png'))
             panels.append(paint(cv2.imread(sorted(pred)[0], cv2.IMREAD_GRAYSCALE)))
             captions.append(ARMS[arm][0].split(' (')[0].split(',')[0])
         panels = [cv2.resize(p, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST)
@@ -192,30 +268,71 @@ def mean_std(values: List[float]) -> str:
     return f'{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}'
 
 
+def std(values: List[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def per_trunk(runs: List[dict], key: str = 'miou_ss') -> Dict[str, float]:
+    """trunk -> mean of ``key`` over that trunk's seeds."""
+    trunks: Dict[str, List[float]] = {}
+    for r in runs:
+        trunks.setdefault(r['trunk'], []).append(r[key])
+    return {t: statistics.mean(v) for t, v in trunks.items()}
+
+
+def paired_gains(results: dict, arm: str, key: str = 'miou_ss') -> List[float]:
+    """mIoU of ``arm`` minus head-only's on the same trunk and training seed, for every run."""
+    base = {(r['trunk'], r['seed']): r[key] for r in results[BASELINE]['runs']}
+    return [r[key] - base[(r['trunk'], r['seed'])] for r in results[arm]['runs']
+            if (r['trunk'], r['seed']) in base]
+
+
 def table(results: dict, tta: bool) -> str:
-    head = '| method | trainable params | mIoU single-scale |'
-    rule = '|---|---:|---:|'
+    """One row per arm: mIoU mean ± std over every (trunk, seed) run, the std across trunks (of
+    the per-trunk means), the paired gain over head-only (mean ± std, and its smallest value),
+    trainable parameters, step time and peak memory."""
+    head = '| method | trainable params | mIoU single-scale | std across trunks |'
+    rule = '|---|---:|---:|---:|'
     if tta:
         head += ' mIoU multi-scale + flip |'
         rule += '---:|'
-    head += ' train step (ms) | peak memory (MiB) |'
-    rule += '---:|---:|'
+    head += ' gain over head-only (smallest) | train step (ms) | peak memory (MiB) |'
+    rule += '---:|---:|---:|'
     rows = [head, rule]
     for arm, r in results.items():
         runs = r['runs']
         row = (f'| {ARMS[arm][0]} | {r["trainable_params"]:,} | '
-               f'{mean_std([x["miou_ss"] for x in runs])} |')
+               f'{mean_std([x["miou_ss"] for x in runs])} | '
+               f'{std(list(per_trunk(runs).values())):.2f} |')
         if tta:
             row += f' {mean_std([x["miou_tta"] for x in runs])} |'
+        gains = paired_gains(results, arm) if arm != BASELINE and BASELINE in results else []
+        row += f' {mean_std(gains)} ({min(gains):+.2f}) |' if gains else ' - |'
         row += (f' {statistics.mean(x["step_s"] for x in runs) * 1000:.0f} | '
                 f'{max(x["peak_rss_mib"] for x in runs)} |')
         rows.append(row)
     return '\n'.join(rows)
 
 
+def trunk_table(results: dict, trunks: dict) -> str:
+    """Single-scale mIoU of every arm on every trunk (mean over its training seeds), with each
+    trunk's held-out pretraining accuracy and the first bytes of its sha256."""
+    names = list(trunks)
+    rows = ['| method | ' + ' | '.join(names) + ' |', '|---|' + '---:|' * len(names)]
+    rows.append('| trunk: patch accuracy | ' + ' | '.join(
+        f'{trunks[t]["accuracy"]["all"]:.3f}' for t in names) + ' |')
+    rows.append('| trunk: sha256 | ' + ' | '.join(
+        f'`{trunks[t]["sha256"][:8]}`' for t in names) + ' |')
+    for arm, r in results.items():
+        means = per_trunk(r['runs'])
+        rows.append(f'| {ARMS[arm][0]} | ' + ' | '.join(
+            f'{means[t]:.2f}' if t in means else '-' for t in names) + ' |')
+    return '\n'.join(rows)
+
+
 def plot(results: dict, path: str) -> None:
-    """mIoU (single-scale and multi-scale + flip, mean +- std over seeds) against trainable
-    parameters, one labelled point per arm."""
+    """mIoU (single-scale and multi-scale + flip, mean +- std over trunks x seeds) against
+    trainable parameters, one labelled point per arm."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -226,20 +343,70 @@ def plot(results: dict, path: str) -> None:
             vals = [x[key] for x in r['runs'] if key in x]
             if not vals:
                 continue
-            std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            ax.errorbar(r['trainable_params'], statistics.mean(vals), yerr=std, fmt=marker,
-                        color=colour, capsize=4, mfc='white' if key == 'miou_tta' else colour,
+            ax.errorbar(r['trainable_params'], statistics.mean(vals), yerr=std(vals),
+                        fmt=marker, color=colour, capsize=4,
+                        mfc='white' if key == 'miou_tta' else colour,
                         label=ARMS[arm][0] if key == 'miou_ss' else None)
     ax.set_xlabel('trainable parameters (head, prompts, bias deltas)')
     ax.set_ylabel('mIoU (%)')
-    ax.set_title('tiny pretrained ViT, hue-pairs task: filled = single-scale, '
-                 'open = multi-scale + flip', fontsize=9)
+    ax.set_title('tiny pretrained ViTs, hue-pairs task, mean ± std over trunks x seeds:\n'
+                 'filled = single-scale, open = multi-scale + flip', fontsize=9)
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:,.0f}'))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc='best')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def schedule_overrides(iters: int) -> Dict[str, object]:
+    """--cfg-options that shrink the schedule to ``iters`` iterations (warm-up 5%)."""
+    warmup = max(1, iters // 20)
+    return {'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,
+            'default_hooks.checkpoint.interval': iters, 'param_scheduler.0.end': warmup,
+            'param_scheduler.1.begin': warmup, 'param_scheduler.1.end': iters}
+
+
+def run_arm(args: argparse.Namespace, arm: str, trunk: str, info: dict, seed: int,
+            data_root: str, work: str, env: dict) -> dict:
+    """Train ``arm`` on ``trunk`` at ``seed`` with tools/train.py, test it with tools/test.py
+    (single-scale, and --tta unless --no-tta), under the trunk's kernel set; returns the run."""
+    config = osp.join(CONFIG_DIR, ARMS[arm][1])
+    overrides = {'model.backbone.pretrained': info['path'],
+                 'train_dataloader.dataset.data_root': data_root,
+                 'val_dataloader.dataset.data_root': data_root,
+                 'test_dataloader.dataset.data_root': data_root,
+                 'randomness.seed': seed}
+    if args.iters:
+        overrides.update(schedule_overrides(args.iters))
+    options = ['--cfg-options'] + [f'{k}={v}' for k, v in overrides.items()]
+    run_dir = osp.join(work, arm, trunk, f'seed{seed}')
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.makedirs(run_dir)
+    env = capability_env(env, info['requested_capability'])
+    print(f'{ARMS[arm][0]}, trunk {trunk}, seed {seed}', flush=True)
+    t_run = time.time()
+    rss = run_tool([osp.join(REPO, 'tools', 'train.py'), config, '--work-dir',
+                    osp.join(run_dir, 'train')] + options, osp.join(run_dir, 'train.log'), env)
+    with open(osp.join(run_dir, 'train', 'last_checkpoint')) as f:
+        ckpt = f.read().strip()
+    test = [osp.join(REPO, 'tools', 'test.py'), config, ckpt]
+    first = trunk == trunk_name(args.cpu_capabilities[0], args.trunk_seeds[0]) \
+        and seed == args.seeds[0]
+    pred = ['--out', osp.join(run_dir, 'pred')] if first else []
+    run_tool(test + ['--work-dir', osp.join(run_dir, 'test_ss')] + pred + options,
+             osp.join(run_dir, 'test_ss.log'), env)
+    run = dict(trunk=trunk, seed=seed, miou_ss=read_miou(osp.join(run_dir, 'test_ss')),
+               step_s=step_time(osp.join(run_dir, 'train')), peak_rss_mib=rss, checkpoint=ckpt,
+               losses=final_losses(osp.join(run_dir, 'train')))
+    if not args.no_tta:
+        run_tool(test + ['--tta', '--work-dir', osp.join(run_dir, 'test_tta')] + options,
+                 osp.join(run_dir, 'test_tta.log'), env)
+        run['miou_tta'] = read_miou(osp.join(run_dir, 'test_tta'))
+    print(f'  mIoU {run["miou_ss"]:.2f}'
+          + (f' (--tta {run["miou_tta"]:.2f})' if 'miou_tta' in run else '')
+          + f', {time.time() - t_run:.0f} s', flush=True)
+    return run
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -258,83 +425,51 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             sys.exit(f'ERROR: {path} has no results of {missing}, which --min-margin compares')
         report(out, work, args)
         return out
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
     from mmseg_prompt.testing.shape_tasks import make_hue_pairs_ade20k
-    from mmseg_prompt.testing.tiny_trunk import cached_tiny_trunk
 
     os.makedirs(work, exist_ok=True)
-    recipe = {'steps': args.pretrain_steps} if args.pretrain_steps else None
-    print('[1/3] the pretrained tiny trunk', flush=True)
-    trunk, trunk_info = cached_tiny_trunk(args.cache_dir, recipe,
-                                          log=lambda m: print('  ' + m, flush=True))
+    env = dict(os.environ)
+    if args.threads:
+        env['OMP_NUM_THREADS'] = str(args.threads)
+    trunks = {}
+    print(f'[1/3] the pretrained tiny trunks: seeds {args.trunk_seeds} x kernel sets '
+          f'{args.cpu_capabilities}', flush=True)
+    for capability in args.cpu_capabilities:
+        for seed in args.trunk_seeds:
+            name = trunk_name(capability, seed)
+            print(f'  trunk {name}', flush=True)
+            trunks[name] = pretrain_trunk(args, capability, seed, env)
     data_root = make_hue_pairs_ade20k(osp.join(work, 'data', 'hue_pairs'), args.num_train,
                                       args.num_val, seed=0)
     print(f'[2/3] the hue-pairs task in ADE20K layout: {args.num_train} training and '
           f'{args.num_val} validation images in {data_root}', flush=True)
 
-    env = dict(os.environ)
-    if args.threads:
-        env['OMP_NUM_THREADS'] = str(args.threads)
-    results = {}
-    n_runs = len(args.arms) * len(args.seeds)
-    print(f'[3/3] {n_runs} runs: arms {args.arms} x seeds {args.seeds}', flush=True)
+    results = {arm: dict(config=osp.relpath(osp.join(CONFIG_DIR, ARMS[arm][1]), REPO),
+                         runs=[]) for arm in args.arms}
+    n_runs = len(args.arms) * len(trunks) * len(args.seeds)
+    print(f'[3/3] {n_runs} runs: trunks {list(trunks)} x arms {args.arms} x seeds '
+          f'{args.seeds}', flush=True)
+    for trunk, info in trunks.items():
+        for arm in args.arms:
+            for seed in args.seeds:
+                results[arm]['runs'].append(
+                    run_arm(args, arm, trunk, info, seed, data_root, work, env))
+    overrides = {'model.backbone.pretrained': next(iter(trunks.values()))['path'],
+                 **(schedule_overrides(args.iters) if args.iters else {})}
     for arm in args.arms:
-        config = osp.join(CONFIG_DIR, ARMS[arm][1])
-        runs = []
-        for seed in args.seeds:
-            overrides = {'model.backbone.pretrained': str(trunk),
-                         'train_dataloader.dataset.data_root': data_root,
-                         'val_dataloader.dataset.data_root': data_root,
-                         'test_dataloader.dataset.data_root': data_root,
-                         'randomness.seed': seed}
-            if args.iters:  # the schedule shrunk in proportion (warm-up 5%)
-                warmup = max(1, args.iters // 20)
-                overrides.update({'train_cfg.max_iters': args.iters,
-                                  'train_cfg.val_interval': args.iters,
-                                  'default_hooks.checkpoint.interval': args.iters,
-                                  'param_scheduler.0.end': warmup,
-                                  'param_scheduler.1.begin': warmup,
-                                  'param_scheduler.1.end': args.iters})
-            options = ['--cfg-options'] + [f'{k}={v}' for k, v in overrides.items()]
-            run_dir = osp.join(work, arm, f'seed{seed}')
-            shutil.rmtree(run_dir, ignore_errors=True)
-            os.makedirs(run_dir)
-            print(f'{ARMS[arm][0]}, seed {seed}', flush=True)
-            t_run = time.time()
-            rss = run_tool([osp.join(REPO, 'tools', 'train.py'), config, '--work-dir',
-                            osp.join(run_dir, 'train')] + options,
-                           osp.join(run_dir, 'train.log'), env)
-            with open(osp.join(run_dir, 'train', 'last_checkpoint')) as f:
-                ckpt = f.read().strip()
-            test = [osp.join(REPO, 'tools', 'test.py'), config, ckpt]
-            pred = ['--out', osp.join(run_dir, 'pred')] if seed == args.seeds[0] else []
-            run_tool(test + ['--work-dir', osp.join(run_dir, 'test_ss')] + pred + options,
-                     osp.join(run_dir, 'test_ss.log'), env)
-            run = dict(seed=seed, miou_ss=read_miou(osp.join(run_dir, 'test_ss')),
-                       step_s=step_time(osp.join(run_dir, 'train')), peak_rss_mib=rss,
-                       checkpoint=ckpt)
-            if not args.no_tta:
-                run_tool(test + ['--tta', '--work-dir', osp.join(run_dir, 'test_tta')] + options,
-                         osp.join(run_dir, 'test_tta.log'), env)
-                run['miou_tta'] = read_miou(osp.join(run_dir, 'test_tta'))
-            print(f'  mIoU {run["miou_ss"]:.2f}'
-                  + (f' (--tta {run["miou_tta"]:.2f})' if 'miou_tta' in run else '')
-                  + f', {time.time() - t_run:.0f} s', flush=True)
-            runs.append(run)
-        facts = arm_facts(config, overrides)
-        results[arm] = dict(config=osp.relpath(config, REPO), runs=runs,
-                            trainable_params=facts['trainable_params'])
+        facts = arm_facts(osp.join(CONFIG_DIR, ARMS[arm][1]), overrides)
+        results[arm]['trainable_params'] = facts['trainable_params']
 
     if args.overlays:
-        shown = side_by_side(work, data_root, args.arms, args.overlays)
+        shown = side_by_side(work, data_root, args.arms, args.overlays,
+                             trunk_name(args.cpu_capabilities[0], args.trunk_seeds[0]),
+                             args.seeds[0])
         print(f'overlays (image, ground truth, then each arm\'s prediction): {len(shown)} PNG '
               f'in {osp.join(work, "overlays")}', flush=True)
-    out = dict(arms=results, seeds=args.seeds, iters=facts['iters'],
-               batch_size=facts['batch_size'],
-               num_val=args.num_val, tta=not args.no_tta, trunk=str(trunk),
-               trunk_info=trunk_info, seconds=round(time.time() - t0, 1))
+    out = dict(arms=results, trunks=trunks, seeds=args.seeds, trunk_seeds=args.trunk_seeds,
+               cpu_capabilities=args.cpu_capabilities, iters=facts['iters'],
+               batch_size=facts['batch_size'], num_train=args.num_train, num_val=args.num_val,
+               tta=not args.no_tta, seconds=round(time.time() - t0, 1))
     with open(osp.join(work, 'results.json'), 'w') as f:
         json.dump(out, f, indent=1)
     report(out, work, args)
@@ -342,36 +477,42 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 def report(out: dict, work: str, args: argparse.Namespace) -> None:
-    """Print and write the table (``results.md``), plot it, and apply ``--min-margin``."""
+    """Print and write the tables (``results.md``), plot them, and apply ``--min-margin``."""
     results = out['arms']
     text = table(results, tta=out['tta'])
-    info = out['trunk_info']
-    summary = (f'tiny ViT pretrained on shapes ({info["recipe"]["steps"]} steps, held-out '
-               f'patch accuracy {info["accuracy"]["all"]:.3f}, on shape patches '
-               f'{info["accuracy"]["shapes"]:.3f}), hue-pairs task ({out["num_val"]} '
-               f'validation images), {out["iters"]} iterations of batch {out["batch_size"]}, '
-               f'seeds {out["seeds"]}; '
-               f'mIoU (%) mean ± std over seeds')
-    print(f'\n{summary}\n\n{text}\n', flush=True)
+    trunks = out['trunks']
+    recipe = next(iter(trunks.values()))['recipe']
+    n_runs = len(next(iter(results.values()))['runs'])
+    summary = (f'{len(trunks)} tiny ViTs pretrained on shapes ({recipe["steps"]} steps; '
+               f'pretraining seeds {out["trunk_seeds"]} x kernel sets '
+               f'{out["cpu_capabilities"]}), hue-pairs task ({out["num_train"]} training, '
+               f'{out["num_val"]} validation images), {out["iters"]} iterations of batch '
+               f'{out["batch_size"]}, training seeds {out["seeds"]}; mIoU (%) mean ± std over '
+               f'the {n_runs} (trunk, seed) runs of each arm; gains are paired: the arm minus '
+               f'head-only on the same trunk and seed')
+    per_trunk_text = trunk_table(results, trunks)
+    print(f'\n{summary}\n\n{text}\n\nsingle-scale mIoU per trunk (mean over training seeds):'
+          f'\n\n{per_trunk_text}\n', flush=True)
     with open(osp.join(work, 'results.md'), 'w') as f:
-        f.write(f'{summary}\n\n{text}\n')
+        f.write(f'{summary}\n\n{text}\n\nSingle-scale mIoU per trunk (mean over training '
+                f'seeds):\n\n{per_trunk_text}\n')
     if not args.no_plot:
         plot(results, osp.join(work, 'miou_vs_params.png'))
         print(f'plot: {osp.join(work, "miou_vs_params.png")}')
     print(f'results: {osp.join(work, "results.json")}; {out["seconds"]:.0f} s in all')
     if args.min_margin is None:
         return
-    base = statistics.mean(x['miou_ss'] for x in results[BASELINE]['runs'])
     short = []
     for arm in args.margin_arms:
-        gain = statistics.mean(x['miou_ss'] for x in results[arm]['runs']) - base
+        gain = statistics.mean(paired_gains(results, arm))
         print(f'{ARMS[arm][0]} - head-only: {gain:+.2f} mIoU (required: at least '
               f'{args.min_margin:+.2f})')
         if gain < args.min_margin:
             short.append(ARMS[arm][0])
     if short:
         sys.exit(f'ERROR: {", ".join(short)} did not beat head-only by {args.min_margin} mIoU '
-                 f'points (single-scale, mean over seeds {out["seeds"]})')
+                 f'points (single-scale, mean of the paired gains over trunks '
+                 f'{list(trunks)} and seeds {out["seeds"]})')
 
 
 if __name__ == '__main__':

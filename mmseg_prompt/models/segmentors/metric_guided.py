@@ -191,7 +191,11 @@ class MetricGuidedEncoderDecoder(StrictEncoderDecoder):
     def metric_losses(self, guidance: dict, inputs: torch.Tensor,
                       data_samples: SampleList) -> dict:
         """beta * L_ML(X, P) and lambda * L_ML(P, x_cls), averaged over the guided blocks, on
-        ``guidance`` from the backbone's ``forward_guided``."""
+        ``guidance`` from the backbone's ``forward_guided``. A term whose weight is 0 is not
+        computed (a zero loss is logged): no patches are sampled and no random number is drawn
+        for it, so with both weights 0 training follows the same random stream as the same
+        prompt layout without guidance. The class statistics for the mapping are kept either
+        way."""
         if not self.mapping_ready():
             raise RuntimeError(
                 'the class-to-prompt mapping is not built: MetricGuidedEncoderDecoder needs '
@@ -209,20 +213,26 @@ class MetricGuidedEncoderDecoder(StrictEncoderDecoder):
                                                                  cfg['prompt_side'])
             if i == self.guided[0]:
                 self.accumulate_class_stats(tokens.detach(), labels)
-            flat, flat_labels = tokens.reshape(-1, tokens.shape[-1]), labels.reshape(-1)
-            idx = sample_per_class(flat_labels, cfg['max_patches_per_class'], self.ignore_index)
-            if idx.numel():
-                sel = flat_labels[idx]
-                positives = self.class_to_prompt[sel][:, None] == arange[None]
-                patch_terms.append(proxy_anchor_loss(flat[idx], prompts, positives, **loss_kw))
+            zero = prompts.sum() * 0
+            if cfg['beta'] == 0:
+                patch_terms.append(zero)
             else:
-                patch_terms.append(prompts.sum() * 0)
+                flat, flat_labels = tokens.reshape(-1, tokens.shape[-1]), labels.reshape(-1)
+                idx = sample_per_class(flat_labels, cfg['max_patches_per_class'],
+                                       self.ignore_index)
+                if idx.numel():
+                    sel = flat_labels[idx]
+                    positives = self.class_to_prompt[sel][:, None] == arange[None]
+                    patch_terms.append(proxy_anchor_loss(flat[idx], prompts, positives,
+                                                         **loss_kw))
+                else:
+                    patch_terms.append(zero)
             has_any = present.any(1)
-            if has_any.any():
+            if cfg['lambda_cls'] != 0 and has_any.any():
                 positives = (present.float() @ prompt_of_class.float()) > 0  # (B, M)
                 cls_terms.append(proxy_anchor_loss(cls[has_any], prompts, positives[has_any],
                                                    **loss_kw))
             else:
-                cls_terms.append(prompts.sum() * 0)
+                cls_terms.append(zero)
         return dict(loss_metric_patch=cfg['beta'] * torch.stack(patch_terms).mean(),
                     loss_metric_cls=cfg['lambda_cls'] * torch.stack(cls_terms).mean())
