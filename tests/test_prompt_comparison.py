@@ -275,6 +275,18 @@ def test_prompts_receive_gradients_and_move(arm, tmp_path):
     assert not torch.equal(model.decode_head.conv_seg.weight, head_before)
 
 
+def run_script(tmp_path, source, job):
+    """Run ``source`` in a fresh interpreter in ``tmp_path`` with ``job`` as its json argument
+    (as a user runs mmseg's APIs); return the json of its last output line."""
+    (tmp_path / 'job.json').write_text(json.dumps(job))
+    (tmp_path / 'script.py').write_text(source)
+    res = subprocess.run([sys.executable, str(tmp_path / 'script.py'),
+                          str(tmp_path / 'job.json')], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 PREDICT = """
 import json, sys
 import numpy as np
@@ -342,13 +354,7 @@ def test_harness_end_to_end(tmp_path):
                arms={arm: (osp.join(COMPARISON, f'{arm}_tiny_hue_pairs.py'),
                            out['arms'][arm]['runs'][0]['checkpoint'])
                      for arm in ('head_only', 'cvpt10')})
-    (tmp_path / 'job.json').write_text(json.dumps(job))
-    (tmp_path / 'predict.py').write_text(PREDICT)
-    pred = subprocess.run([sys.executable, str(tmp_path / 'predict.py'),
-                           str(tmp_path / 'job.json')], cwd=tmp_path, capture_output=True,
-                          text=True)
-    assert pred.returncode == 0, pred.stderr[-3000:]
-    assert json.loads(pred.stdout.strip().splitlines()[-1])['changed'] > 0.01
+    assert run_script(tmp_path, PREDICT, job)['changed'] > 0.01
 
     report = cmd[:2] + ['--report-only', '--work-dir', str(work), '--margin-arms', 'cvpt10',
                         '--no-plot']
@@ -424,10 +430,4 @@ def test_davpt_without_its_metric_loss_trains_as_the_same_prompt_layout(tmp_path
                             {k: v for k, v in options.items()
                              if k.startswith('model.backbone.')})
                      for name, (config, options) in runs.items()})
-    (tmp_path / 'job.json').write_text(json.dumps(job))
-    (tmp_path / 'compare.py').write_text(COMPARE_LOGITS)
-    res = subprocess.run([sys.executable, str(tmp_path / 'compare.py'),
-                          str(tmp_path / 'job.json')], cwd=tmp_path, capture_output=True,
-                         text=True)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads(res.stdout.strip().splitlines()[-1]) == dict(equal=True, max_diff=0.0)
+    assert run_script(tmp_path, COMPARE_LOGITS, job) == dict(equal=True, max_diff=0.0)

@@ -133,10 +133,9 @@ def pretrain_trunk(args: argparse.Namespace, capability: str, seed: int, env: di
                             stderr=subprocess.STDOUT, text=True,
                             env=capability_env(env, capability))
     lines = []
-    for line in proc.stdout:  # the tool's progress, as it comes
+    for line in proc.stdout:  # the tool's progress (and, last, the file), as it comes
         lines.append(line.rstrip())
-        if not line.startswith(('/', '.')):
-            print('    ' + line.strip(), flush=True)
+        print('    ' + line.strip(), flush=True)
     if proc.wait() != 0:
         sys.exit(f'ERROR: tools/pretrain_tiny_trunk.py --seed {seed} under {capability} kernels '
                  f'failed (exit {proc.returncode}):\n' + '\n'.join(lines[-30:]))
