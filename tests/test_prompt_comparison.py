@@ -39,8 +39,9 @@ ARMS = {
     'davpt_noloss': ('DAVPTViT', 10, False, 'davpt_vitl_ade20k.py'),
     'davpt_plus': ('DAVPTViT', 10, True, 'davpt_plus_vitl_ade20k.py'),
 }
-# a linear head of 150 ADE20K classes on width 96, and 10 prompts of width 96 in each of 4 blocks
-HEAD_PARAMS = 96 * 150 + 150
+# the linear head on width 96: a 1x1 conv (no bias: BatchNorm follows), BatchNorm without
+# affine, the 1x1 classifier of 150 ADE20K classes; and 10 prompts of width 96 in each of 4 blocks
+HEAD_PARAMS = 96 * 96 + 96 * 150 + 150
 PROMPTS_10 = 4 * 10 * 96
 
 
@@ -229,6 +230,25 @@ def test_arms_differ_only_in_the_method_and_inherit_their_vitl_config():
         'LoadImageFromFile', 'LoadAnnotations', 'CheckSegLabels', 'RandomFlip', 'PackSegInputs']
 
 
+def test_comparison_head_standardises_its_features_and_is_linear_at_test_time():
+    """The shared head (_hue_pairs.py): in training its logits do not change when the trunk's
+    features are scaled (BatchNorm standardises them, so every trunk's feature scale trains the
+    head alike); at test time it is an affine map of the features (a linear probe)."""
+    cfg = Config.fromfile(arm_config('head_only'))
+    head = MODELS.build(cfg.model.decode_head)
+    assert sum(p.numel() for p in head.parameters()) == HEAD_PARAMS
+    torch.manual_seed(0)
+    f1, f2 = torch.randn(4, 96, 8, 8) * 3 + 1, torch.randn(4, 96, 8, 8)
+    head.train()
+    assert torch.allclose(head([10 * f1]), head([f1]), atol=1e-4)
+    for _ in range(20):  # running statistics of the training features
+        head([f1])
+    head.eval()
+    mix = head([0.3 * f1 + 0.7 * f2])
+    assert torch.allclose(mix, 0.3 * head([f1]) + 0.7 * head([f2]), atol=1e-4)
+    assert not torch.allclose(head([10 * f1]), head([f1]), atol=1e-2)  # fixed statistics now
+
+
 def _batch(num=4, seed=0):
     rng = np.random.default_rng(seed)
     inputs, samples = [], []
@@ -317,8 +337,8 @@ def test_harness_end_to_end(tmp_path):
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.stdout.count('pretraining the tiny trunk (3 steps') == 2
-    assert '| head-only (linear probe) | 14,550 |' in res.stdout
-    assert '| CVPT, 10 prompts | 18,390 |' in res.stdout
+    assert '| head-only (linear probe) | 23,766 |' in res.stdout
+    assert '| CVPT, 10 prompts | 27,606 |' in res.stdout
     out = json.loads((work / 'results.json').read_text())
     assert list(out['trunks']) == ['native-s0', 'avx2-s0']
     for name, trunk in out['trunks'].items():

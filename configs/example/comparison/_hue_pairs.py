@@ -7,8 +7,9 @@
 #   shape segmentation (tools/pretrain_tiny_trunk.py; the harness passes the cached file);
 # - data: the hue-pairs task (mmseg_prompt/testing/shape_tasks.py) in ADE20K's folder layout,
 #   read by mmseg's ADE20KDataset: 200 training and 60 validation images of 64 x 64;
-# - head: linear probing, a 1x1 conv (mmseg's FCNHead without convs, no dropout) on the last
-#   block's tokens after the trunk's final LayerNorm; no neck, no auxiliary head;
+# - head: linear probing of the last block's tokens after the trunk's final LayerNorm: a 1x1
+#   conv, BatchNorm without affine (features standardised, as MAE's linear probing) and the 1x1
+#   classifier, no activation and no dropout; no neck, no auxiliary head;
 # - schedule: 400 iterations of batch 8, AdamW lr 1e-2 (weight decay 0.05, none on prompts, as
 #   the real configs), 20 warm-up iterations then poly; the one learning rate is shared by every
 #   arm, head and prompts alike (not tuned per method);
@@ -32,12 +33,14 @@ comparison_model = dict(
         type='FCNHead',
         in_channels=96,
         channels=96,
-        num_convs=0,
+        num_convs=1,  # a 1x1 conv, then BatchNorm without affine and no activation: the
+        kernel_size=1,  # features are standardised as in MAE's linear probing, and the head
+        act_cfg=None,  # stays linear at test time
         concat_input=False,
         in_index=-1,
         dropout_ratio=0.0,
         num_classes=150,  # ADE20K's, as the real config; the task uses ids 1-4 of them
-        norm_cfg=None,
+        norm_cfg=dict(type='BN', affine=False),
         align_corners=False,
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     test_cfg=dict(mode='whole'))
