@@ -443,7 +443,10 @@ def test_davpt_without_its_metric_loss_trains_as_the_same_prompt_layout(tmp_path
     prompts = sorted(k for k in b if k.startswith('backbone.prompts.'))
     assert prompts == [f'backbone.prompts.tokens.{i}' for i in range(4)]
     assert b['backbone.prompts.tokens.3'].shape == (20, 96)
-    for key in prompts + ['decode_head.conv_seg.weight', 'decode_head.conv_seg.bias']:
+    # the head's conv, BatchNorm statistics and classifier
+    head = sorted(k for k in b if k.startswith('decode_head.'))
+    assert 'decode_head.convs.0.bn.running_var' in head and 'decode_head.conv_seg.weight' in head
+    for key in prompts + head:
         assert torch.equal(a[key], b[key]), key
     job = dict(images=sorted(glob.glob(osp.join(root, 'images', 'validation', '*.jpg'))),
                runs={name: (config, checkpoints[name],

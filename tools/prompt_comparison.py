@@ -33,7 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join(REPO, 'configs', 'example', 'comparison')
@@ -119,53 +119,66 @@ def trunk_name(capability: str, seed: int) -> str:
     return f'{capability}-s{seed}'
 
 
-def pretrain_trunk(args: argparse.Namespace, capability: str, seed: int, env: dict) -> dict:
+def overlay_run(args: argparse.Namespace) -> Tuple[str, int]:
+    """The (trunk, training seed) whose predictions are kept (``--out``) and drawn as overlays:
+    the first of each."""
+    return trunk_name(args.cpu_capabilities[0], args.trunk_seeds[0]), args.seeds[0]
+
+
+def pretrain_trunk(args: argparse.Namespace, capability: str, seed: int, env: dict,
+                   log_path: str) -> dict:
     """The trunk of pretraining ``seed`` made with ``capability``'s kernels, by
-    ``tools/pretrain_tiny_trunk.py`` in a fresh interpreter (or its cache): its path and the
-    provenance beside it (recipe, held-out accuracy, the kernel set torch reported, sha256)."""
+    ``tools/pretrain_tiny_trunk.py`` in a fresh interpreter (or its cache), its output echoed
+    whole and kept in ``log_path``: its path and the provenance beside it (recipe, held-out
+    accuracy, the kernel set torch reported, sha256)."""
     cmd = [osp.join(REPO, 'tools', 'pretrain_tiny_trunk.py'), '--seed', str(seed)]
     if args.cache_dir:  # the tool runs in the repository: the folder as the user meant it
         cmd += ['--cache-dir', osp.abspath(args.cache_dir)]
     if args.pretrain_steps:
         cmd += ['--steps', str(args.pretrain_steps)]
     cmd += shlex.split(args.pretrain_options)
-    proc = subprocess.Popen([sys.executable] + cmd, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env=capability_env(env, capability))
-    lines = []
-    for line in proc.stdout:  # the tool's progress (and, last, the file), as it comes
-        lines.append(line.rstrip())
-        print('    ' + line.strip(), flush=True)
-    if proc.wait() != 0:
-        sys.exit(f'ERROR: tools/pretrain_tiny_trunk.py --seed {seed} under {capability} kernels '
-                 f'failed (exit {proc.returncode}):\n' + '\n'.join(lines[-30:]))
-    path = lines[-1].strip()
+    run_tool(cmd, log_path, capability_env(env, capability), echo=lambda line: line.strip())
+    with open(log_path) as f:
+        path = f.read().strip().splitlines()[-1].strip()  # the tool's last line: the file
     with open(osp.splitext(path)[0] + '.json') as f:
         info = json.load(f)
     return dict(path=path, seed=seed, requested_capability=capability, **info)
 
 
-def run_tool(cmd: List[str], log_path: str, env: dict) -> int:
-    """Run ``python <cmd>`` in a fresh interpreter, echo its progress lines, keep its full log.
-    Returns the peak resident memory of that process in MiB (``wait4``'s ru_maxrss)."""
+def training_progress(line: str) -> Optional[str]:
+    """The iteration and loss of one of mmengine's training log lines, or None for the rest."""
+    it = re.search(r'Iter\(train\) *\[ *\d+/\d+\]', line)
+    if not it:
+        return None
+    loss = re.search(r' loss: \S+', line)
+    return '  ' + it.group(0) + (loss.group(0) if loss else '')
+
+
+def run_tool(cmd: List[str], log_path: str, env: dict,
+             echo: Callable[[str], Optional[str]] = training_progress) -> int:
+    """Run ``python <cmd>`` in a fresh interpreter, keep its full log, and print what ``echo``
+    makes of each output line (nothing for None); exit with the log's tail if it fails. Returns
+    the peak resident memory of that process in MiB (``wait4``'s ru_maxrss)."""
     shown = cmd[:cmd.index('--cfg-options')] if '--cfg-options' in cmd else cmd
-    print('  $ python ' + ' '.join(osp.relpath(a, REPO) if osp.isabs(a) else a for a in shown)
-          + (' --cfg-options ...' if shown != cmd else ''), flush=True)
+    command = 'python ' + ' '.join(osp.relpath(a, REPO) if osp.isabs(a) else a for a in shown) \
+        + (' --cfg-options ...' if shown != cmd else '')
+    print('  $ ' + command, flush=True)
     with open(log_path, 'w') as log:
         proc = subprocess.Popen([sys.executable] + cmd, cwd=REPO, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env)
         for line in proc.stdout:
             log.write(line)
-            it = re.search(r'Iter\(train\) *\[ *\d+/\d+\]', line)
-            if it:
-                loss = re.search(r' loss: \S+', line)
-                print(f'      {it.group(0)}{loss.group(0) if loss else ""}', flush=True)
+            shown_line = echo(line)
+            if shown_line is not None:
+                print('    ' + shown_line, flush=True)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         with open(log_path) as f:
             tail = ''.join(f.readlines()[-30:])
-        sys.exit(f'ERROR: {" ".join(shown[:2])} failed (exit {proc.returncode}); log: '
+        kernels = f' under ATEN_CPU_CAPABILITY={env["ATEN_CPU_CAPABILITY"]}' \
+            if 'ATEN_CPU_CAPABILITY' in env else ''
+        sys.exit(f'ERROR: {command}{kernels} failed (exit {proc.returncode}); log: '
                  f'{log_path}\n{tail}')
     return usage.ru_maxrss // 1024
 
@@ -390,9 +403,7 @@ def run_arm(args: argparse.Namespace, arm: str, trunk: str, info: dict, seed: in
     with open(osp.join(run_dir, 'train', 'last_checkpoint')) as f:
         ckpt = f.read().strip()
     test = [osp.join(REPO, 'tools', 'test.py'), config, ckpt]
-    first = trunk == trunk_name(args.cpu_capabilities[0], args.trunk_seeds[0]) \
-        and seed == args.seeds[0]
-    pred = ['--out', osp.join(run_dir, 'pred')] if first else []
+    pred = ['--out', osp.join(run_dir, 'pred')] if (trunk, seed) == overlay_run(args) else []
     run_tool(test + ['--work-dir', osp.join(run_dir, 'test_ss')] + pred + options,
              osp.join(run_dir, 'test_ss.log'), env)
     run = dict(trunk=trunk, seed=seed, miou_ss=read_miou(osp.join(run_dir, 'test_ss')),
@@ -426,7 +437,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         return out
     from mmseg_prompt.testing.shape_tasks import make_hue_pairs_ade20k
 
-    os.makedirs(work, exist_ok=True)
+    os.makedirs(osp.join(work, 'trunks'), exist_ok=True)
     env = dict(os.environ)
     if args.threads:
         env['OMP_NUM_THREADS'] = str(args.threads)
@@ -437,7 +448,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         for seed in args.trunk_seeds:
             name = trunk_name(capability, seed)
             print(f'  trunk {name}', flush=True)
-            trunks[name] = pretrain_trunk(args, capability, seed, env)
+            trunks[name] = pretrain_trunk(args, capability, seed, env,
+                                          osp.join(work, 'trunks', f'{name}.log'))
     data_root = make_hue_pairs_ade20k(osp.join(work, 'data', 'hue_pairs'), args.num_train,
                                       args.num_val, seed=0)
     print(f'[2/3] the hue-pairs task in ADE20K layout: {args.num_train} training and '
@@ -460,9 +472,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         results[arm]['trainable_params'] = facts['trainable_params']
 
     if args.overlays:
-        shown = side_by_side(work, data_root, args.arms, args.overlays,
-                             trunk_name(args.cpu_capabilities[0], args.trunk_seeds[0]),
-                             args.seeds[0])
+        shown = side_by_side(work, data_root, args.arms, args.overlays, *overlay_run(args))
         print(f'overlays (image, ground truth, then each arm\'s prediction): {len(shown)} PNG '
               f'in {osp.join(work, "overlays")}', flush=True)
     out = dict(arms=results, trunks=trunks, seeds=args.seeds, trunk_seeds=args.trunk_seeds,
