@@ -64,7 +64,7 @@ def test_kv_bias_deltas_on_cvpt_equal_edited_self_attention_biases(tiny_trunk_fi
     opts = dict(type='CVPTViT', num_prompts=3, prompt_dropout=0.0, cross_proj_drop=0.0)
     plus = build(path, bias_tuning=True, **opts).eval()
     with torch.no_grad():
-        plus.kv_bias_delta.normal_()
+        plus.kv_bias.delta.normal_()
         for p in plus.prompts.parameters():
             p.mul_(20)  # trained prompts are larger than at init
     edited = build(path, **opts).eval()  # biases edited by hand
@@ -72,7 +72,7 @@ def test_kv_bias_deltas_on_cvpt_equal_edited_self_attention_biases(tiny_trunk_fi
     x = torch.randn(2, 3, 32, 48)
     with torch.no_grad():
         for i, blk in enumerate(edited.trunk.blocks):
-            blk.attn.qkv.bias[64:] += plus.kv_bias_delta[i].flatten()
+            blk.attn.qkv.bias[64:] += plus.kv_bias.delta[i].flatten()
         # the block by hand, from timm's own modules: CVPT's three residual branches
         tokens, (h, w) = plus.embed(x)
         expected = []
@@ -87,10 +87,10 @@ def test_kv_bias_deltas_on_cvpt_equal_edited_self_attention_biases(tiny_trunk_fi
     plus.train()
     before = {k: v.clone() for k, v in plus.trunk.state_dict().items()}
     assert {n for n, p in plus.named_parameters() if p.requires_grad} == {
-        'prompts.tokens.0', 'prompts.tokens.1', 'prompts.tokens.2', 'kv_bias_delta'}
+        'prompts.tokens.0', 'prompts.tokens.1', 'prompts.tokens.2', 'kv_bias.delta'}
     sum(o.square().mean() for o in plus(x)).backward()
-    assert plus.kv_bias_delta.grad.abs().sum() > 0
-    torch.optim.SGD([plus.kv_bias_delta], lr=0.1).step()
+    assert plus.kv_bias.delta.grad.abs().sum() > 0
+    torch.optim.SGD([plus.kv_bias.delta], lr=0.1).step()
     for k, v in plus.trunk.state_dict().items():
         assert torch.equal(v, before[k]), k
 
@@ -105,7 +105,7 @@ def test_a_copied_model_shifts_by_its_own_deltas(tiny_trunk_file):
     with torch.no_grad():
         before = bb(x)[-1].clone()
         twin = copy.deepcopy(bb)
-        twin.kv_bias_delta.normal_()
+        twin.kv_bias.delta.normal_()
         assert (twin(x)[-1] - before).abs().max() > 1e-3
         torch.testing.assert_close(bb(x)[-1], before, rtol=0, atol=0)
 
@@ -121,7 +121,7 @@ def test_checkpoints_from_before_the_composition_load_and_others_are_refused(tin
                                if k not in ('bias_tuning', 'guided_blocks')})
     build(path, type='VPTDeepViT', num_prompts=2).load_state_dict(
         dict(state, provenance=provenance.encode(old)))
-    with pytest.raises(TrunkWeightsError, match='no `kv_bias_delta`'):
+    with pytest.raises(TrunkWeightsError, match='no `kv_bias.delta`'):
         build(path, type='VPTDeepViT', num_prompts=2, bias_tuning=True).load_state_dict(
             dict(state, provenance=provenance.encode(old)), strict=False)
 

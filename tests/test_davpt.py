@@ -45,15 +45,15 @@ def test_bias_tuning_adds_a_kv_delta_and_never_changes_the_pretrained_bias(tiny_
     path, _ = tiny_trunk_file
     da = build(pretrained=str(path), num_prompts=2, num_guided_prompts=3,
                bias_tuning=True).train()
-    assert da.kv_bias_delta.shape == (3, 2, 64)
+    assert da.kv_bias.delta.shape == (3, 2, 64)
     with torch.no_grad():
-        da.kv_bias_delta.normal_()
+        da.kv_bias.delta.normal_()
     # reference: VPT-Deep whose qkv biases were edited by hand (K and V parts only)
     ref = build('VPTDeepViT', pretrained=str(path), num_prompts=[2, 2, 3]).eval()
     ref.prompts.load_state_dict(da.prompts.state_dict())
     with torch.no_grad():
         for i, blk in enumerate(ref.trunk.blocks):
-            blk.attn.qkv.bias[64:] += da.kv_bias_delta[i].flatten()
+            blk.attn.qkv.bias[64:] += da.kv_bias.delta[i].flatten()
     x = torch.randn(2, 3, 32, 48)
     da.eval()
     with torch.no_grad():
@@ -64,10 +64,10 @@ def test_bias_tuning_adds_a_kv_delta_and_never_changes_the_pretrained_bias(tiny_
     before = {k: v.clone() for k, v in da.trunk.state_dict().items()}
     trainable = {n for n, p in da.named_parameters() if p.requires_grad}
     assert trainable == {'prompts.tokens.0', 'prompts.tokens.1', 'prompts.tokens.2',
-                         'kv_bias_delta'}
+                         'kv_bias.delta'}
     opt = torch.optim.SGD([p for p in da.parameters() if p.requires_grad], lr=0.1)
     sum(o.square().mean() for o in da(x)).backward()
-    assert da.kv_bias_delta.grad.abs().sum() > 0
+    assert da.kv_bias.delta.grad.abs().sum() > 0
     opt.step()
     for k, v in da.trunk.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -256,7 +256,7 @@ def test_metric_loss_reaches_only_prompts_and_kv_deltas_and_steps_lower_it(tiny_
     with_grad = {n for n, p in model.named_parameters()
                  if p.grad is not None and p.grad.abs().sum() > 0}
     assert with_grad == {'backbone.prompts.tokens.0', 'backbone.prompts.tokens.1',
-                         'backbone.prompts.tokens.2', 'backbone.kv_bias_delta'}
+                         'backbone.prompts.tokens.2', 'backbone.kv_bias.delta'}
     params = [p for n, p in model.named_parameters() if n.startswith('backbone.') and
               p.requires_grad]
     opt = torch.optim.Adam(params, lr=0.05)

@@ -151,7 +151,7 @@ def test_davpt_trains_with_metric_losses_and_resumes_its_mapping(trained, tmp_pa
     assert 'loss_metric_patch: ' in log and 'loss_metric_cls: ' in log
     ckpt = torch.load(work / 'iter_4.pth', map_location='cpu', weights_only=True)
     mapping = ckpt['state_dict']['class_to_prompt']
-    assert (mapping >= 0).all() and 'backbone.kv_bias_delta' in ckpt['state_dict']
+    assert (mapping >= 0).all() and 'backbone.kv_bias.delta' in ckpt['state_dict']
     res = run([f'{REPO}/tools/train.py', config, '--work-dir', work, '--resume'] + opts
               + ['train_cfg.max_iters=6'])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

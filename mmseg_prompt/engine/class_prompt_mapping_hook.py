@@ -7,6 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
+from ..models.segmentors.metric_guided import MetricGuidedEncoderDecoder
 from .utils import preserved_rng_states, unwrap_model
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class ClassPromptMappingHook(Hook):
     @staticmethod
     def _segmentor(runner):
         model = unwrap_model(runner.model)
-        if not hasattr(model, 'recluster'):
+        if not isinstance(model, MetricGuidedEncoderDecoder):
             raise TypeError(f'ClassPromptMappingHook needs model.type='
                             f'"MetricGuidedEncoderDecoder", got {type(model).__name__}')
         return model
@@ -68,7 +69,7 @@ class ClassPromptMappingHook(Hook):
             was_training = model.training
             model.eval()
             steps = 0
-            with model.backbone.prompts_disabled(), torch.no_grad():
+            with model.backbone.tuning_disabled(), torch.no_grad():
                 for steps, batch in enumerate(dataloader, 1):
                     data = model.data_preprocessor(batch, training=True)
                     model.collect_class_stats(data['inputs'], data['data_samples'])

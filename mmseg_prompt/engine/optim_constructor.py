@@ -1,11 +1,13 @@
 """An optimizer-wrapper constructor that hands the optimizer only what trains."""
 from collections import OrderedDict
-from typing import List, Optional
+from typing import List, Optional, Set
 
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS
+
+from ..models.backbones.tuning_part import TuningPart
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -14,8 +16,10 @@ class PromptOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     ``paramwise_cfg`` takes mmengine's options (``custom_keys``, ``norm_decay_mult``, ...) and:
 
-    - ``prompt_decay_mult`` (default 0.0): weight-decay multiplier of parameters whose name
-      contains ``.prompts.``; prompts get no weight decay unless configured.
+    - ``prompt_decay_mult`` (default 0.0): weight-decay multiplier of the tensors that the
+      tuning parts declare as taking no weight decay (``TuningPart.no_decay_parameters``: the
+      prompt tokens); they get none unless configured. A ``custom_keys`` entry that matches
+      such a tensor's name wins.
 
     Frozen modules are skipped whole (no optimizer state, no per-parameter warnings), and what
     the optimizer gets is logged once, grouped by module.
@@ -27,12 +31,9 @@ class PromptOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
         paramwise_cfg = dict(paramwise_cfg or {})
-        prompt_decay_mult = paramwise_cfg.pop('prompt_decay_mult', 0.0)
-        custom_keys = dict(paramwise_cfg.get('custom_keys', {}))
-        if optim_wrapper_cfg.get('optimizer', {}).get('weight_decay') is not None:
-            custom_keys.setdefault('.prompts.', dict(decay_mult=prompt_decay_mult))
-        # a non-empty paramwise_cfg makes the parent build groups through add_params
-        paramwise_cfg['custom_keys'] = custom_keys
+        self.prompt_decay_mult = paramwise_cfg.pop('prompt_decay_mult', 0.0)
+        # a non-empty paramwise_cfg makes the parent build one group per parameter
+        paramwise_cfg['custom_keys'] = dict(paramwise_cfg.get('custom_keys', {}))
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
 
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',
@@ -46,6 +47,7 @@ class PromptOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         groups = wrapper.optimizer.param_groups
         groups[:] = [dict(g) for g in groups]
         model = getattr(model, 'module', model)
+        no_decay = self._apply_no_decay(model, groups)
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not trainable:
             raise ValueError('the model has no trainable parameters: nothing to optimise')
@@ -64,10 +66,28 @@ class PromptOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             groups[key] = groups.get(key, 0) + p.numel()
         decay = {id(p): g.get('weight_decay', 0) for g in wrapper.optimizer.param_groups
                  for p in g['params']}
-        prompt_wd = sorted({decay[id(p)] for n, p in trainable if '.prompts.' in n})
+        prompt_wd = sorted({decay[id(p)] for n, p in trainable if n in no_decay})
         summary = ', '.join(f'{k} {v:,}' for k, v in groups.items())
         print_log(f'optimizer: {len(trainable)} trainable tensors ({sum(groups.values()):,} '
                   f'params: {summary}); {len(frozen)} frozen tensors left out'
                   + (f'; prompt weight decay {prompt_wd}' if prompt_wd else ''),
                   logger='current')
         return wrapper
+
+    def _apply_no_decay(self, model: nn.Module, groups: List[dict]) -> Set[str]:
+        """Set the weight decay of the tensors the tuning parts declare as taking none to
+        ``base_wd * prompt_decay_mult`` (unless a ``custom_keys`` entry matches them); returns
+        their full names."""
+        no_decay = {f'{prefix}.{name}' if prefix else name
+                    for prefix, m in model.named_modules() if isinstance(m, TuningPart)
+                    for name in m.no_decay_parameters()}
+        if self.base_wd is None:
+            return no_decay
+        custom_keys = self.paramwise_cfg.get('custom_keys', {})
+        params = dict(model.named_parameters())
+        targets = {id(params[n]) for n in no_decay
+                   if not any(key in n for key in custom_keys)}
+        for group in groups:
+            if any(id(p) in targets for p in group['params']):
+                group['weight_decay'] = self.base_wd * self.prompt_decay_mult
+        return no_decay

@@ -10,6 +10,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
+from ..models.backbones.frozen_vit import FrozenViT
 from ..models.backbones.provenance import tensors_sha256
 from .utils import get_rng_states, set_rng_states, unwrap_model
 
@@ -35,7 +36,7 @@ class FrozenTrunkCheckHook(Hook):
     @staticmethod
     def _backbone(runner):
         backbone = getattr(unwrap_model(runner.model), 'backbone', None)
-        if not hasattr(backbone, 'trunk_sha256'):  # not a FrozenViT-family backbone
+        if not isinstance(backbone, FrozenViT):
             return None
         return backbone
 

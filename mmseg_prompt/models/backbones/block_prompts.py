@@ -4,12 +4,13 @@ Block l owns M_l prompt tokens P_l (M_l, D); M_l may differ per block and may be
 that block), which gives layer-adaptive prompt counts.
 """
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from ..utils.random_bits_dropout import RandomBitsDropout
+from .tuning_part import GuidedPromptsContract
 
 
 def prompt_counts(num_prompts: Union[int, Sequence[int]], depth: int) -> List[int]:
@@ -47,8 +48,8 @@ def vpt_patch_bound(dim: int, patch_size: Sequence[int], in_chans: int = 3) -> f
     return math.sqrt(6.0 / (in_chans * ph * pw + dim))
 
 
-class BlockPrompts(nn.Module):
-    """The prompt tokens of every block.
+class BlockPrompts(GuidedPromptsContract):
+    """The prompt tokens of every block: the base of the prompt parts (``NAME = 'prompts'``).
 
     Args:
         counts: M_l for each block (0 = none).
@@ -57,8 +58,11 @@ class BlockPrompts(nn.Module):
         dropout: prompt dropout, applied per sample after expanding to the batch (training only;
             :class:`RandomBitsDropout`, ``nn.Dropout`` with a cheaper CPU mask).
 
-    Parameters are ``tokens.<block index>`` of shape (M_l, D), only for blocks with M_l > 0.
+    Parameters are ``tokens.<block index>`` of shape (M_l, D), only for blocks with M_l > 0;
+    they take no weight decay (``PromptOptimWrapperConstructor``'s ``prompt_decay_mult``).
     """
+
+    NAME = 'prompts'
 
     def __init__(self, counts: Sequence[int], dim: int, bounds: Sequence[float],
                  dropout: float = 0.0):
@@ -76,7 +80,12 @@ class BlockPrompts(nn.Module):
         self.block_keys: List[Optional[str]] = [str(i) if m > 0 else None
                                                 for i, m in enumerate(self.counts)]
         self.dropout = RandomBitsDropout(dropout)
-        self.enabled = True  # False: every block runs as if it had no prompts
+
+    def no_decay_parameters(self) -> Set[str]:
+        return {f'tokens.{k}' for k in self.tokens}
+
+    def weights_layout(self) -> dict:
+        return dict(num_prompts=list(self.counts), guided_blocks=list(self.guided_blocks))
 
     def get(self, index: int) -> Optional[torch.Tensor]:
         """The raw prompts (M_l, D) of block ``index``, or None if it has none."""
@@ -102,7 +111,6 @@ class BlockPrompts(nn.Module):
 
     def extra_repr(self) -> str:
         return f'counts={self.counts}, dim={self.dim}'
-
 
 
 def normalise_indices(indices: Union[int, Sequence[int]], depth: int,

@@ -19,10 +19,9 @@ from mmseg.registry import MODELS
 from ..utils.random_bits_dropout import RandomBitsDropout
 from .attention_projections import qkv_project
 from .block_prompts import BlockPrompts, normalise_indices, prompt_counts, xavier_bound_3d
+from .block_steps import Branch, BlockSteps, check_steppable
 
 Record = Dict[int, Dict[str, torch.Tensor]]
-
-_BLOCK_PARTS = ('norm1', 'attn', 'ls1', 'drop_path1', 'norm2', 'mlp', 'ls2', 'drop_path2')
 
 
 class PromptCrossAttention(nn.Module):
@@ -153,8 +152,7 @@ class CrossAttentionPrompts(BlockPrompts):
     """CVPT's per-block prompts and their cross-attention, a part of :class:`FrozenViT`.
 
     Args:
-        embed_dim, depth, patch_size, in_chans: the trunk's (the backbone passes them; the
-            patch size and channels are not used by this init).
+        embed_dim, depth: the trunk's (the backbone passes them).
         num_prompts: M_l per block, an int or one count per block (0: the block runs as is).
         dropout: prompt dropout, per sample (CVPT segmentation: 0.1).
         proj_drop: dropout on the cross-attention output projection (CVPT segmentation: 0.1).
@@ -177,9 +175,7 @@ class CrossAttentionPrompts(BlockPrompts):
                  proj_drop: float = 0.1,
                  fold: str = 'auto',
                  guided_blocks: Sequence[int] = (),
-                 num_guided_prompts: Optional[int] = None,
-                 patch_size: Optional[Sequence[int]] = None,
-                 in_chans: int = 3):
+                 num_guided_prompts: Optional[int] = None):
         counts = prompt_counts(num_prompts, depth)
         guided = normalise_indices(guided_blocks, depth, 'guided_blocks')
         for i in guided:
@@ -193,29 +189,28 @@ class CrossAttentionPrompts(BlockPrompts):
         self.guided_blocks: Tuple[int, ...] = guided
         self.cross_attn = PromptCrossAttention(proj_drop, fold=fold)
 
-    def check_trunk(self, blocks: nn.ModuleList, model_name: str) -> None:
-        """CVPT re-runs each prompted block step by step: check that it is a timm ``Block``."""
+    def attach(self, trunk: nn.Module, model_name: str) -> None:
+        """CVPT adds a branch to each prompted block: check that it is a timm ``Block`` with a
+        fused qkv attention."""
         for i, m in enumerate(self.counts):
             if m > 0:
-                _check_block(blocks[i], i, model_name)
+                _check_block(trunk.blocks[i], i, model_name)
 
-    def run_block(self, index: int, block: nn.Module, x: torch.Tensor, num_prefix: int,
-                  record: Optional[Record] = None) -> torch.Tensor:
-        """Block ``index`` on x (B, n + N, D) with the cross-attention branch; a guided block
-        adds its metric features to ``record`` (when given)."""
-        prompts: Optional[torch.Tensor] = self.for_batch(index, x.shape[0])
-        guided = record is not None and index in self.guided_blocks
-        if prompts is None and not guided:
-            return block(x)
-        x = x + block.drop_path1(block.ls1(block.attn(block.norm1(x))))
-        if guided:
-            record[index] = dict(queried=x[:, num_prefix:])
-        if prompts is not None:
-            x = x + self.cross_attn(x, prompts, block.attn)
-        x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
-        if guided:
-            record[index]['cls'] = x[:, 0]
-        return x
+    def after_attention(self, index: int, block: nn.Module) -> Optional[Branch]:
+        """The cross-attention of block ``index``'s tokens to its prompts, or None (no prompts,
+        or switched off)."""
+        if not self.enabled or self.block_keys[index] is None:
+            return None
+        attn = block.attn
+
+        def cross_attention(x: torch.Tensor) -> torch.Tensor:
+            return self.cross_attn(x, self.for_batch(index, x.shape[0]), attn)
+        return cross_attention
+
+    def guidance(self, index: int, steps: BlockSteps, start: int) -> Dict[str, torch.Tensor]:
+        """A guided block's record: the patches' stream where the cross-attention queries it,
+        and the block's output class token."""
+        return dict(queried=steps.queried[:, start:], cls=steps.out[:, 0])
 
     def metric_features(self, record: Record, blocks: nn.ModuleList, index: int,
                         token_side: str, prompt_side: str
@@ -228,19 +223,15 @@ class CrossAttentionPrompts(BlockPrompts):
         return (qkv_project(attn, g['queried'], 'q'), qkv_project(attn, self.get(index), 'k'),
                 g['cls'])
 
-    def weights_layout(self) -> dict:
-        return dict(num_prompts=list(self.counts), guided_blocks=list(self.guided_blocks))
-
 
 def _check_block(block: nn.Module, index: int, model_name: str):
-    """CVPT re-runs a timm ``Block`` step by step: check that block ``index`` is one."""
-    missing = [n for n in _BLOCK_PARTS if not hasattr(block, n)]
-    attn = getattr(block, 'attn', None)
+    """CVPT runs a timm ``Block`` step by step and reuses its attention's tensors: check that
+    block ``index`` has them."""
+    check_steppable(block, index, model_name, 'CVPTViT', f'set num_prompts[{index}] = 0')
+    attn = block.attn
     qkv = getattr(attn, 'qkv', None)
-    if not missing:
-        missing = [n for n in ('qkv', 'proj', 'num_heads', 'head_dim', 'scale', 'q_norm',
-                               'k_norm', 'norm') if not hasattr(attn, n)]
-        missing = [f'attn.{n}' for n in missing]
+    missing = [f'attn.{n}' for n in ('qkv', 'proj', 'num_heads', 'head_dim', 'scale', 'q_norm',
+                                     'k_norm', 'norm') if not hasattr(attn, n)]
     if missing or not isinstance(qkv, nn.Linear) or \
             qkv.out_features != 3 * attn.num_heads * attn.head_dim:
         raise ValueError(

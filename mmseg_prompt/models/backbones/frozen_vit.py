@@ -1,24 +1,22 @@
-"""A frozen timm ViT trunk as an mmseg backbone: the shared base of every prompt method.
+"""A frozen timm ViT trunk as an mmseg backbone: the shared base of every tuning method.
 
 The trunk is any timm ViT with a patch embedding and a stack of blocks (ViT-B/L/H, DeiT). It is
 frozen: no parameter has ``requires_grad`` and the trunk stays in eval mode while the segmentor
-trains (unless ``trunk_train_mode=True``). The tuning methods are parts that combine by
-configuration over this one base (docs/methods.md, "Composition"):
+trains (unless ``trunk_train_mode=True``). The tuning methods are parts over this one base
+(``tuning_part.py``, docs/methods.md, "Tuning parts"), built from sub-configs and combined by
+configuration:
 
+- ``parts=[dict(type='LoRA', rank=8), dict(type='AdaptFormer'), ...]``: any registered parts;
 - ``prompts=dict(type='SequencePrompts', ...)`` (VPT-Deep, DA-VPT's guided prompts) or
-  ``dict(type='CrossAttentionPrompts', ...)`` (CVPT): per-block prompt tokens and how a block
-  uses them (``run_block``), built from the sub-config like any mmseg module;
-- ``bias_tuning=True`` (DA-VPT+): trained deltas on every block's key/value bias.
+  ``dict(type='CrossAttentionPrompts', ...)`` (CVPT): the prompt part, under its own key;
+- ``bias_tuning=True`` (DA-VPT+): the ``KVBiasDeltas`` part.
 
-The registered ``VPTDeepViT``, ``CVPTViT`` and ``DAVPTViT`` are these combinations under the
-names (and options) their configs and checkpoints use.
-
-Metric guidance reads the guided blocks' features through :meth:`FrozenViT.forward_guided`, which
-returns them with the feature maps; nothing is stored on the backbone between calls.
+The registered ``VPTDeepViT``, ``CVPTViT`` and ``DAVPTViT`` are such combinations under the
+names (and options) their configs and checkpoints use. The checkpoint policy is in
+``tuned_checkpoint.py``, the metric-guidance API in ``guidance_api.py``.
 """
-import logging
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Set, Tuple
 
 import timm
 import torch
@@ -28,23 +26,21 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch.utils.checkpoint import checkpoint
 
-from ..utils.state_dict_diff import diff_state_dict
-from . import provenance
-from .block_prompts import BlockPrompts, normalise_indices
-from .kv_bias_deltas import attach_kv_bias_deltas, check_qkv_biases
-from .provenance import PROVENANCE_KEY, tensors_sha256
-from .trunk_weights import TrunkWeightsError, load_trunk_weights
-
-# Per guided block: the tensors its prompt part records for the metric loss (see forward_guided).
-Guidance = Dict[int, Dict[str, torch.Tensor]]
-Features = Tuple[Union[torch.Tensor, list], ...]
+from . import provenance, tuned_checkpoint
+from .block_prompts import normalise_indices
+from .block_steps import run_block_steps
+from .guidance_api import Features, Guidance, MetricGuidanceAPI
+from .kv_bias_deltas import KVBiasDeltas
+from .provenance import tensors_sha256
+from .trunk_weights import load_trunk_weights
+from .tuning_part import GuidedPromptsContract, TuningPart
 
 # The paper's trunk (docs/methods.md): ViT-L/16, ImageNet-21k, the 'orig_in21k_ft_in1k' weights.
 DEFAULT_MODEL = 'vit_large_patch16_384'
 
 
 @MODELS.register_module()
-class FrozenViT(BaseModule):
+class FrozenViT(MetricGuidanceAPI, BaseModule):
     """Frozen timm ViT returning multi-level NCHW feature maps, like mmseg's ``VisionTransformer``.
 
     Args:
@@ -63,17 +59,19 @@ class FrozenViT(BaseModule):
         model_kwargs: extra ``timm.create_model`` arguments (e.g. ``depth=3, embed_dim=64``).
         with_cp: activation checkpointing of every block while training: the frozen blocks'
             activations are recomputed in the backward pass instead of stored (gradients still
-            flow through them to the prompts). Saves memory, costs one more forward.
+            flow through them to the tuned parts). Saves memory, costs one more forward.
         allow_other_trunk: load a tuned-only checkpoint trained with another frozen trunk than
             this one (another file of the same architecture) with a warning instead of an error.
         prompts: the prompt part's sub-config (``type`` 'SequencePrompts' or
-            'CrossAttentionPrompts' and its options); None: no prompts (linear probing).
-        bias_tuning: train a (depth, 2, D) delta ``kv_bias_delta`` on every block's key and
-            value bias (DA-VPT+; see ``kv_bias_deltas.py``).
+            'CrossAttentionPrompts' and its options); None: no prompts.
+        bias_tuning: add the ``KVBiasDeltas`` part: a trained (depth, 2, D) delta on every
+            block's key and value bias (DA-VPT+).
+        parts: sub-configs of more tuning parts (``tuning_part.py``), e.g.
+            ``[dict(type='LoRA', rank=8)]``. No part at all: linear probing.
 
+    Each part is an attribute named by its ``NAME`` (``backbone.prompts``, ``backbone.lora``, ...).
     Checkpoints: ``state_dict()`` leaves the frozen trunk out and adds ``provenance``, a record
-    of the trunk's sha256, the backbone type and :meth:`weights_layout` (see ``provenance.py``);
-    loading checks it (:meth:`_load_from_state_dict`).
+    of the trunk's sha256, the backbone type and :meth:`weights_layout` (``tuned_checkpoint.py``).
 
     Input (B, C, H, W), any H and W: the patch embedding pads right and bottom to a multiple of
     the patch size, so 234x345 gives a 15x22 grid. Output: a tuple with one (B, D, ceil(H/p),
@@ -93,6 +91,7 @@ class FrozenViT(BaseModule):
                  allow_other_trunk: bool = False,
                  prompts: Optional[dict] = None,
                  bias_tuning: bool = False,
+                 parts: Sequence[dict] = (),
                  init_cfg: Optional[dict] = None):
         _check_init_cfg(init_cfg, pretrained)
         super().__init__(init_cfg=init_cfg)
@@ -108,8 +107,7 @@ class FrozenViT(BaseModule):
         if any(s % p for s, p in zip(sizes, patch)):
             raise ValueError(f'img_size={img_size} does not fit the patch size {tuple(patch)} of '
                              f'{model_name}: use a multiple of it (model.backbone.img_size)')
-        depth = len(self.trunk.blocks)
-        self.out_indices = normalise_indices(out_indices, depth)
+        self.out_indices = normalise_indices(out_indices, self.depth)
         self.final_norm = final_norm
         self.output_cls_token = output_cls_token
         if output_cls_token and self.trunk.cls_token is None:
@@ -121,37 +119,83 @@ class FrozenViT(BaseModule):
         self.embed_dim = self.trunk.embed_dim
         self.num_prefix_tokens = self.trunk.num_prefix_tokens
         self._counts_logged = False
+        self._unguided_warned = False
         # Where the frozen trunk came from; None while it is randomly initialised.
         self.trunk_source: Optional[str] = None
         # The frozen trunk's sha256: computed when first needed after each trunk load.
         self._trunk_sha256: Optional[str] = None
         # Checkpoints hold only what trains; the export tool sets this to save the trunk too.
         self.save_frozen_trunk = False
-        self._with_provenance = True  # False while loading compares state dicts
-        self._unguided_warned = False
         if pretrained is not None:
             load_trunk_weights(self.trunk, pretrained, model_name)
             self._trunk_loaded(str(pretrained))
         self.trunk.requires_grad_(False)
-        self.prompts: Optional[BlockPrompts] = None
-        if prompts is not None:
-            self.prompts = MODELS.build(prompts, default_args=dict(
-                embed_dim=self.embed_dim, depth=depth, patch_size=tuple(patch),
-                in_chans=self.trunk.patch_embed.proj.in_channels))
-            if hasattr(self.prompts, 'check_trunk'):
-                self.prompts.check_trunk(self.trunk.blocks, model_name)
-        self.bias_tuning = bias_tuning
-        if bias_tuning:
-            check_qkv_biases(self.trunk.blocks, model_name)
-            self.kv_bias_delta = nn.Parameter(torch.zeros(depth, 2, self.embed_dim))
-            attach_kv_bias_deltas(self.trunk.blocks, self.kv_bias_delta)
-        # state_dict(): the frozen trunk out, then the provenance record in (in this order)
-        self.register_state_dict_post_hook(_drop_frozen_trunk)
-        self.register_state_dict_post_hook(_add_provenance)
+        cfgs = ([prompts] if prompts is not None else []) \
+            + ([dict(type='KVBiasDeltas')] if bias_tuning else []) + list(parts)
+        self.part_names: Tuple[str, ...] = tuple(self._add_part(cfg).NAME for cfg in cfgs)
+        if 'prompts' not in self.part_names:
+            self.prompts = None
+        self._check_composition()
+        tuned_checkpoint.register_state_dict_hooks(self)
+
+    def _add_part(self, cfg: dict) -> TuningPart:
+        """Build the part of sub-config ``cfg`` with the trunk facts it declares, check it
+        against the trunk, and register it under its NAME."""
+        cls = MODELS.get(cfg['type']) if isinstance(cfg['type'], str) else cfg['type']
+        if not (isinstance(cls, type) and issubclass(cls, TuningPart)):
+            raise TypeError(f'{cfg["type"]!r} is not a registered tuning part (a TuningPart '
+                            f'subclass, tuning_part.py); check model.backbone.parts / prompts')
+        patch_embed = self.trunk.patch_embed
+        facts = dict(embed_dim=self.embed_dim, depth=self.depth,
+                     patch_size=tuple(patch_embed.patch_size),
+                     in_chans=patch_embed.proj.in_channels)
+        part = MODELS.build(cfg, default_args={k: facts[k] for k in cls.TRUNK_ARGS})
+        if part.NAME in self._modules or part.NAME in ('trunk', 'provenance'):
+            raise ValueError(f'two tuning parts are named {part.NAME!r} ({type(part).__name__} '
+                             f'and {type(self._modules.get(part.NAME)).__name__}): one trunk '
+                             f'takes each kind of part once (model.backbone.parts)')
+        part.attach(self.trunk, self.model_name)
+        self.add_module(part.NAME, part)
+        return part
+
+    def _check_composition(self) -> None:
+        """At most one part changes the token sequence, and at most one has guided blocks."""
+        sequence = [type(p).__name__ for p in self.parts if p.CHANGES_SEQUENCE]
+        guided = [type(p).__name__ for p in self.parts if p.guided_blocks]
+        for what, found in (('changes the token sequence', sequence),
+                            ('has metric-guided blocks', guided)):
+            if len(found) > 1:
+                raise ValueError(f'{", ".join(found)}: only one part per trunk {what}')
+
+    @property
+    def parts(self) -> List[TuningPart]:
+        """The tuning parts, in the order they were configured."""
+        return [self._modules[n] for n in self.part_names]
+
+    @property
+    def sequence_part(self) -> Optional[TuningPart]:
+        return next((p for p in self.parts if p.CHANGES_SEQUENCE), None)
+
+    @property
+    def guided_part(self) -> Optional[GuidedPromptsContract]:
+        return next((p for p in self.parts if p.guided_blocks), None)
+
+    @property
+    def bias_tuning(self) -> bool:
+        """Whether the K/V bias deltas are a part (``bias_tuning=True``)."""
+        return any(isinstance(p, KVBiasDeltas) for p in self.parts)
 
     @property
     def depth(self) -> int:
         return len(self.trunk.blocks)
+
+    @property
+    def patch_size(self) -> Tuple[int, int]:
+        return tuple(self.trunk.patch_embed.patch_size)
+
+    def no_decay_parameters(self) -> Set[str]:
+        """Names (relative to the backbone) of the tuned tensors that take no weight decay."""
+        return {f'{p.NAME}.{n}' for p in self.parts for n in p.no_decay_parameters()}
 
     # ------------------------------------------------------------------ weights and modes
     def init_weights(self) -> None:
@@ -172,110 +216,6 @@ class FrozenViT(BaseModule):
         self.trunk_source = source
         self._trunk_sha256 = None
 
-    # ------------------------------------------------------------------ provenance
-    def frozen_trunk_tensors(self) -> List[Tuple[str, torch.Tensor]]:
-        """(name, tensor) of every frozen trunk tensor, in state-dict order."""
-        tuned = self.tuned_trunk_names()
-        return [(n, t) for n, t in self.trunk.state_dict().items() if n not in tuned]
-
-    def trunk_sha256(self) -> str:
-        """sha256 of the frozen trunk (names, shapes, dtypes, bytes), computed once per trunk
-        load (a ViT-L trunk takes seconds) and cached."""
-        if self._trunk_sha256 is None:
-            self._trunk_sha256 = tensors_sha256(self.frozen_trunk_tensors())
-        return self._trunk_sha256
-
-    def weights_layout(self) -> dict:
-        """The options, by ``model.backbone`` key, that give the tuned weights their meaning
-        beyond their shapes: which features the neck gets, the prompt part's counts and guided
-        blocks, the bias tuning."""
-        layout = dict(out_indices=list(self.out_indices), final_norm=self.final_norm,
-                      bias_tuning=self.bias_tuning)
-        if self.prompts is not None:
-            layout.update(self.prompts.weights_layout())
-        return layout
-
-    def provenance(self, with_trunk: bool = True) -> dict:
-        """The record a checkpoint carries (see ``provenance.py``); ``with_trunk=False``
-        leaves the trunk's fingerprint out (not computed)."""
-        trunk = dict(sha256=self.trunk_sha256(), source=self.trunk_source) if with_trunk \
-            else None
-        return dict(format=provenance.FORMAT, backbone=type(self).__name__,
-                    model_name=self.model_name, img_size=list(self.img_size), trunk=trunk,
-                    layout=self.weights_layout())
-
-    # ------------------------------------------------------------------ checkpoints
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        """Load a tuned-only checkpoint (the trunk is kept from the pretrained file) or a full one.
-
-        Anything that would leave this backbone silently different from the checkpoint's is an
-        error: a tuned-only checkpoint without a pretrained trunk to put back, tuned tensors
-        (prompts, ...) missing, extra or of another shape (another prompt count, another width),
-        and a provenance record naming another backbone type, another layout or (tuned-only
-        checkpoints) another frozen trunk. A checkpoint without the record (written before it
-        existed) loads with a warning.
-        """
-        trunk_prefix = prefix + 'trunk.'
-        saved = state_dict.pop(prefix + PROVENANCE_KEY, None)
-        own_trunk = self.trunk.state_dict()
-        in_ckpt = {k[len(trunk_prefix):] for k in state_dict if k.startswith(trunk_prefix)}
-        tuned = self.tuned_trunk_names()
-        frozen = {k for k in own_trunk if k not in tuned}
-        tuned_only = not frozen & in_ckpt
-        if tuned_only:  # put the pretrained trunk back
-            if self.trunk_source is None and self.init_cfg is not None:
-                self.init_weights()
-            if self.trunk_source is None:
-                raise TrunkWeightsError(
-                    f'the checkpoint holds only the tuned weights of {type(self).__name__} (no '
-                    f'`{trunk_prefix}*` keys) and this backbone has no trunk to put back: set '
-                    f'`model.backbone.pretrained` to the trunk file the run was trained with, or '
-                    f'load a full checkpoint (tools/export_full_checkpoint.py)')
-            for name in frozen:
-                state_dict[trunk_prefix + name] = own_trunk[name]
-        else:
-            _check_tensors(state_dict, trunk_prefix, own_trunk, 'the frozen trunk',
-                           f'a full checkpoint of another trunk than {self.model_name}')
-        self._with_provenance = False
-        try:
-            tuned = {k: v for k, v in self.state_dict().items() if not k.startswith('trunk.')}
-        finally:
-            self._with_provenance = True
-        _check_tensors(state_dict, prefix, tuned, f'{type(self).__name__}\'s tuned weights',
-                       'a checkpoint trained with other prompt settings (num_prompts, '
-                       'model_name, embed_dim) or another backbone type', extra_ok=('trunk.',))
-        self._check_provenance(saved, prefix + PROVENANCE_KEY, tuned_only)
-        if tuned_only:
-            print_log(f'{type(self).__name__}: the checkpoint holds tuned weights only; the frozen '
-                      f'trunk stays as loaded from {self.trunk_source} (sha256 '
-                      f'{self.trunk_sha256()[:16]})', logger='current')
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-        if not tuned_only:  # the trunk now is the checkpoint's
-            self._trunk_loaded('a full checkpoint')
-
-    def _check_provenance(self, saved, key: str, tuned_only: bool):
-        """Compare the checkpoint's provenance record with this backbone's (the trunk too for
-        a tuned-only checkpoint); a checkpoint without one loads with a warning."""
-        if saved is None:
-            print_log(f'{type(self).__name__}: the checkpoint has no `{key}` (it was written '
-                      f'before checkpoints recorded their frozen trunk, backbone type and prompt '
-                      f'layout), so none of them can be checked: make sure '
-                      f'model.backbone.pretrained is the trunk it was trained with. Checkpoints '
-                      f'saved from now on carry the record.', logger='current',
-                      level=logging.WARNING)
-            return
-        note = provenance.compare(provenance.decode(saved, key),
-                                  self.provenance(with_trunk=tuned_only), key,
-                                  check_trunk=tuned_only, allow_other_trunk=self.allow_other_trunk)
-        if note:
-            print_log(f'{type(self).__name__}: {note}', logger='current', level=logging.WARNING)
-
-    def tuned_trunk_names(self) -> set:
-        """Names of trunk parameters that train (none unless a method unfreezes some)."""
-        return {n for n, p in self.trunk.named_parameters() if p.requires_grad}
-
     def train(self, mode: bool = True) -> 'FrozenViT':
         """Put the tuned parts in ``mode`` and keep the frozen trunk in eval mode."""
         super().train(mode)
@@ -290,17 +230,56 @@ class FrozenViT(BaseModule):
         return self
 
     @contextmanager
-    def prompts_disabled(self) -> Iterator[None]:
-        """Run as the plain frozen trunk inside the block (prompt methods honour it)."""
-        prompts = getattr(self, 'prompts', None)
-        if prompts is None:
-            yield
-            return
-        prompts.enabled = False
+    def tuning_disabled(self) -> Iterator[None]:
+        """Run as the plain frozen trunk: every part switched off (``TuningPart.enabled``)."""
+        parts = self.parts
+        for p in parts:
+            p.enabled = False
         try:
             yield
         finally:
-            prompts.enabled = True
+            for p in parts:
+                p.enabled = True
+
+    # ------------------------------------------------------------------ provenance
+    def frozen_trunk_tensors(self) -> List[Tuple[str, torch.Tensor]]:
+        """(name, tensor) of every frozen trunk tensor, in state-dict order."""
+        return list(self.trunk.state_dict().items())
+
+    def trunk_sha256(self) -> str:
+        """sha256 of the frozen trunk (names, shapes, dtypes, bytes), computed once per trunk
+        load (a ViT-L trunk takes seconds) and cached."""
+        if self._trunk_sha256 is None:
+            self._trunk_sha256 = tensors_sha256(self.frozen_trunk_tensors())
+        return self._trunk_sha256
+
+    def weights_layout(self) -> dict:
+        """The options, by ``model.backbone`` key, that give the tuned weights their meaning
+        beyond their shapes: which features the neck gets, and each part's own
+        (``TuningPart.weights_layout``)."""
+        layout = dict(out_indices=list(self.out_indices), final_norm=self.final_norm)
+        for part in self.parts:
+            layout.update(part.weights_layout())
+        return layout
+
+    def provenance(self, with_trunk: bool = True) -> dict:
+        """The record a checkpoint carries (see ``provenance.py``); ``with_trunk=False``
+        leaves the trunk's fingerprint out (not computed)."""
+        trunk = dict(sha256=self.trunk_sha256(), source=self.trunk_source) if with_trunk \
+            else None
+        return dict(format=provenance.FORMAT, backbone=type(self).__name__,
+                    model_name=self.model_name, img_size=list(self.img_size), trunk=trunk,
+                    layout=self.weights_layout())
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        """Load a tuned-only checkpoint (the trunk is kept from the pretrained file) or a full
+        one, checked as ``tuned_checkpoint.load_backbone_state`` says."""
+        tuned_only = tuned_checkpoint.load_backbone_state(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if not tuned_only:  # the trunk now is the checkpoint's
+            self._trunk_loaded('a full checkpoint')
 
     # ------------------------------------------------------------------ forward
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -318,25 +297,33 @@ class FrozenViT(BaseModule):
 
     def forward_block(self, index: int, block: nn.Module, x: torch.Tensor,
                       record: Optional[Guidance] = None) -> torch.Tensor:
-        """Run block ``index`` on tokens ``x`` (B, prefix + N, D): through the prompt part when
-        there is one (which adds a guided block's features to ``record``), else as is."""
-        if self.prompts is None:
-            return block(x)
-        return self.prompts.run_block(index, block, x, self.num_prefix_tokens, record)
+        """Run block ``index`` on tokens ``x`` (B, prefix + N, D) with the parts: the sequence
+        part's tokens inserted, then timm's own forward, or the block step by step when a part
+        adds a branch or a guided block records its features (into ``record``, when given)."""
+        n = self.num_prefix_tokens
+        sequence = self.sequence_part
+        inserted = 0
+        if sequence is not None:
+            x, inserted = sequence.insert(index, x, n)
+        parts = self.parts
+        after = [f for f in (p.after_attention(index, block) for p in parts) if f is not None]
+        beside = [f for f in (p.beside_mlp(index, block) for p in parts) if f is not None]
+        guide = self.guided_part
+        guided = record is not None and guide is not None and index in guide.guided_blocks
+        if after or beside or guided:
+            x, steps = run_block_steps(block, x, after, beside)
+            if guided:
+                record[index] = guide.guidance(index, steps, n + inserted)
+        else:
+            x = block(x)
+        return sequence.remove(x, inserted, n) if inserted else x
 
     def forward(self, x: torch.Tensor) -> Features:
         """x (B, C, H, W) -> one (B, D, h, w) map per ``out_indices`` (with the class token
         when ``output_cls_token``)."""
         if self.training and self.guided_blocks and not torch.compiler.is_compiling():
-            self._warn_unguided()
+            self.warn_unguided()
         return self._forward(x, None)
-
-    def forward_guided(self, x: torch.Tensor) -> Tuple[Features, Guidance]:
-        """:meth:`forward` plus the guided blocks' features, for the metric loss: a dict
-        {block index: tensors}, read with :meth:`metric_features`. Nothing is kept on the
-        backbone."""
-        record: Guidance = {}
-        return self._forward(x, record), record
 
     def _forward(self, x: torch.Tensor, record: Optional[Guidance]) -> Features:
         B = x.shape[0]
@@ -357,100 +344,6 @@ class FrozenViT(BaseModule):
             fmap = fmap.contiguous()
             outs.append([fmap, out[:, 0]] if self.output_cls_token else fmap)
         return tuple(outs)
-
-    # ------------------------------------------------------------------ metric guidance
-    @property
-    def guided_blocks(self) -> Tuple[int, ...]:
-        """Blocks whose prompts metric guidance compares with the classes (none by default)."""
-        return () if self.prompts is None else tuple(getattr(self.prompts, 'guided_blocks', ()))
-
-    @property
-    def num_guided_prompts(self) -> int:
-        """M, the prompts (= clusters of classes) of every guided block."""
-        counts = {self.prompts.counts[i] for i in self.guided_blocks}
-        if len(counts) != 1:
-            raise ValueError(f'guided blocks {self.guided_blocks} must have the same number of '
-                             f'prompts (one per cluster), got {sorted(counts)}')
-        return counts.pop()
-
-    @property
-    def patch_size(self) -> Tuple[int, int]:
-        return tuple(self.trunk.patch_embed.patch_size)
-
-    def metric_sides(self, token_side: Optional[str] = None,
-                     prompt_side: Optional[str] = None) -> Tuple[str, str]:
-        """The (token side, prompt side) the metric loss compares, defaults filled in; raises on
-        a side this backbone's prompt part does not offer."""
-        part = self.prompts
-        if not self.guided_blocks:
-            raise ValueError(f'{type(self).__name__} has no guided prompt blocks: metric guidance '
-                             f'needs DAVPTViT, or a prompt part with guided_blocks=(...)')
-        token_side = token_side or part.TOKEN_SIDES[0]
-        prompt_side = prompt_side or part.PROMPT_SIDES[0]
-        if token_side not in part.TOKEN_SIDES or prompt_side not in part.PROMPT_SIDES:
-            raise ValueError(f'{type(self).__name__} ({type(part).__name__}) offers '
-                             f'metric_cfg.token_side in {part.TOKEN_SIDES} and prompt_side in '
-                             f'{part.PROMPT_SIDES}; got {token_side!r}, {prompt_side!r}')
-        return token_side, prompt_side
-
-    def metric_features(self, guidance: Guidance, index: int, token_side: Optional[str] = None,
-                        prompt_side: Optional[str] = None
-                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """What the metric loss compares in guided block ``index`` of ``guidance`` (from
-        :meth:`forward_guided`): tokens (B, N, D) at the patches, prompts (M, D) and the block's
-        output class token (B, D); the sides are the prompt part's (:meth:`metric_sides`)."""
-        token_side, prompt_side = self.metric_sides(token_side, prompt_side)
-        return self.prompts.metric_features(guidance, self.trunk.blocks, index, token_side,
-                                            prompt_side)
-
-    def _warn_unguided(self) -> None:
-        """Warn once when guided prompts train through a plain forward (no metric loss)."""
-        if not self._unguided_warned:
-            self._unguided_warned = True
-            print_log(f'{type(self).__name__} is training without metric guidance, i.e. as '
-                      f'{self.prompts.METHOD} (a plain forward, no metric loss): the guidance '
-                      f'needs model.type="MetricGuidedEncoderDecoder"', logger='current',
-                      level=logging.WARNING)
-
-def _drop_frozen_trunk(module: FrozenViT, state_dict: Dict[str, torch.Tensor], prefix: str,
-                       local_metadata: dict) -> None:
-    """State-dict hook: leave the frozen trunk out of checkpoints (it comes from `pretrained`)."""
-    if module.save_frozen_trunk:
-        return
-    tuned = module.tuned_trunk_names()
-    trunk_prefix = prefix + 'trunk.'
-    for key in [k for k in state_dict if k.startswith(trunk_prefix)]:
-        if key[len(trunk_prefix):] not in tuned:
-            del state_dict[key]
-
-
-def _add_provenance(module: FrozenViT, state_dict: Dict[str, torch.Tensor], prefix: str,
-                    local_metadata: dict) -> None:
-    """State-dict hook: add the provenance record (trunk sha256, type, layout) as a uint8
-    tensor under ``<prefix>provenance``."""
-    if module._with_provenance:
-        state_dict[prefix + PROVENANCE_KEY] = provenance.encode(module.provenance())
-
-
-def _check_tensors(state_dict: Dict[str, torch.Tensor], prefix: str,
-                   expected: Dict[str, torch.Tensor], what: str, likely: str,
-                   extra_ok: Tuple[str, ...] = ()) -> None:
-    """Raise if ``state_dict`` lacks, adds or reshapes any of ``expected`` under ``prefix``."""
-    diff = diff_state_dict(state_dict, expected, prefix,
-                           ignore_extra=lambda name: name.startswith(extra_ok))
-    if diff.in_model_order:
-        m = diff.in_model_order[0]
-        if m.kind == 'missing':
-            raise TrunkWeightsError(
-                f'the checkpoint has no `{m.key}` ({m.model}), which {what} need: it looks like '
-                f'{likely}')
-        raise TrunkWeightsError(
-            f'`{m.key}` has shape {m.saved} in the checkpoint but {m.model} in the model: it '
-            f'looks like {likely}')
-    if diff.extra:
-        raise TrunkWeightsError(
-            f'the checkpoint has `{diff.extra[0].key}`, which this model does not have '
-            f'({len(diff.extra)} such keys): it looks like {likely}')
 
 
 def _check_init_cfg(init_cfg, pretrained):

@@ -6,35 +6,63 @@ For block l with the frozen fused projection qkv(x) = x W^T + b, b = [b_q, b_k, 
 
 The pretrained bias tensor itself never changes. The delta is added to the output of the block's
 ``attn.qkv`` Linear by a forward hook (PyTorch's extension point for a module's output), so the
-timm block runs unchanged, and so does every method around it: VPT-Deep's sequence prompts,
+timm block runs unchanged, and so does every part beside it: VPT-Deep's sequence prompts,
 CVPT's cross-attention (whose prompt keys and values use the frozen projection: a shift of them
 would be absorbed by the trained prompts themselves) and the metric guidance.
 """
 from functools import partial
-from typing import List
+from typing import Dict
 
 import torch
 import torch.nn as nn
-from torch.utils.hooks import RemovableHandle
+from mmseg.registry import MODELS
+
+from .tuning_part import TuningPart
 
 
-def check_qkv_biases(blocks: nn.ModuleList, model_name: str) -> None:
-    """Every block needs a fused ``attn.qkv`` Linear with a bias to shift."""
-    for i, block in enumerate(blocks):
-        qkv = getattr(getattr(block, 'attn', None), 'qkv', None)
-        if not isinstance(qkv, nn.Linear) or qkv.bias is None:
-            raise ValueError(f'bias_tuning=True, but block {i} of {model_name} has no fused '
-                             f'qkv Linear with a bias (model.backbone.bias_tuning)')
+@MODELS.register_module()
+class KVBiasDeltas(TuningPart):
+    """A (depth, 2, D) delta ``kv_bias.delta`` on every block's key and value bias, zero at init
+    (the start equals the trunk). ``FrozenViT(bias_tuning=True)`` adds this part.
+
+    Args:
+        embed_dim, depth: the trunk's (the backbone passes them).
+    """
+
+    NAME = 'kv_bias'
+    METHOD = 'K/V bias tuning'
+
+    def __init__(self, embed_dim: int, depth: int):
+        super().__init__()
+        self.delta = nn.Parameter(torch.zeros(depth, 2, embed_dim))
+
+    def attach(self, trunk: nn.Module, model_name: str) -> None:
+        """Every block needs a fused ``attn.qkv`` Linear with a bias to shift; hook it."""
+        for i, block in enumerate(trunk.blocks):
+            qkv = getattr(getattr(block, 'attn', None), 'qkv', None)
+            if not isinstance(qkv, nn.Linear) or qkv.bias is None:
+                raise ValueError(f'bias_tuning=True, but block {i} of {model_name} has no fused '
+                                 f'qkv Linear with a bias (model.backbone.bias_tuning)')
+            # a partial, not a closure: a deep copy of the model (EMA, TTA wrappers) then hooks
+            # the copy's part, not this one
+            qkv.register_forward_hook(partial(_add_kv_delta, part=self, index=i))
+
+    def merge_into(self, trunk: nn.Module) -> None:
+        """Add the deltas to the trunk's qkv biases (for an exported checkpoint that no longer
+        needs this part): b_k += dk, b_v += dv."""
+        with torch.no_grad():
+            for i, block in enumerate(trunk.blocks):
+                bias = block.attn.qkv.bias
+                bias[bias.numel() - 2 * self.delta.shape[-1]:] += self.delta[i].flatten()
+
+    def weights_layout(self) -> Dict[str, bool]:
+        return dict(bias_tuning=True)
 
 
-def attach_kv_bias_deltas(blocks: nn.ModuleList, deltas: nn.Parameter) -> List[RemovableHandle]:
-    """Hook ``deltas`` (depth, 2, D) onto the blocks' ``attn.qkv``; returns the hook handles."""
-    return [block.attn.qkv.register_forward_hook(partial(_add_kv_delta, deltas=deltas, index=i))
-            for i, block in enumerate(blocks)]
-
-
-def _add_kv_delta(module: nn.Linear, inputs, output: torch.Tensor, *, deltas: nn.Parameter,
+def _add_kv_delta(module: nn.Linear, inputs, output: torch.Tensor, *, part: KVBiasDeltas,
                   index: int) -> torch.Tensor:
-    """Forward hook: qkv output (..., 3D) + [0, dk, dv]."""
-    delta = deltas[index].flatten().to(output.dtype)                   # (2D,) = [dk, dv]
+    """Forward hook: qkv output (..., 3D) + [0, dk, dv] (the output as is while disabled)."""
+    if not part.enabled:
+        return output
+    delta = part.delta[index].flatten().to(output.dtype)                      # (2D,) = [dk, dv]
     return output + torch.cat([delta.new_zeros(output.shape[-1] - delta.numel()), delta])

@@ -16,6 +16,7 @@ from mmseg.registry import MODELS
 
 from .attention_projections import qkv_project
 from .block_prompts import BlockPrompts, normalise_indices, prompt_counts, vpt_patch_bound
+from .block_steps import BlockSteps
 
 Record = Dict[int, Dict[str, torch.Tensor]]
 
@@ -35,6 +36,8 @@ class SequencePrompts(BlockPrompts):
     """
 
     METHOD = 'VPT-Deep'  # what guided prompts train as without the metric loss
+    TRUNK_ARGS = ('embed_dim', 'depth', 'patch_size', 'in_chans')
+    CHANGES_SEQUENCE = True
     TOKEN_SIDES = ('attn_out', 'block_in')
     PROMPT_SIDES = ('query', 'raw')
 
@@ -59,7 +62,7 @@ class SequencePrompts(BlockPrompts):
         super().__init__(counts, embed_dim, [bound] * depth, dropout)
         self.guided_blocks: Tuple[int, ...] = guided
 
-    def insert(self, x: torch.Tensor, index: int, num_prefix: int) -> Tuple[torch.Tensor, int]:
+    def insert(self, index: int, x: torch.Tensor, num_prefix: int) -> Tuple[torch.Tensor, int]:
         """[prefix, patches] (B, n + N, D) -> [prefix, P_index, patches], and M_index (0: as is)."""
         prompts = self.for_batch(index, x.shape[0])
         if prompts is None:
@@ -69,27 +72,16 @@ class SequencePrompts(BlockPrompts):
         n = num_prefix
         return torch.cat([x[:, :n], prompts.to(x.dtype), x[:, n:]], dim=1), prompts.shape[1]
 
-    @staticmethod
-    def remove(x: torch.Tensor, m: int, num_prefix: int) -> torch.Tensor:
-        """Drop the m prompt positions after the prefix tokens."""
+    def remove(self, x: torch.Tensor, inserted: int, num_prefix: int) -> torch.Tensor:
+        """Drop the ``inserted`` prompt positions after the prefix tokens."""
         n = num_prefix
-        return x if m == 0 else torch.cat([x[:, :n], x[:, n + m:]], dim=1)
+        return x if inserted == 0 else torch.cat([x[:, :n], x[:, n + inserted:]], dim=1)
 
-    def run_block(self, index: int, block: nn.Module, x: torch.Tensor, num_prefix: int,
-                  record: Optional[Record] = None) -> torch.Tensor:
-        """Block ``index`` on x (B, n + N, D) with its prompts in the sequence; a guided block
-        adds its metric features to ``record`` (when given)."""
-        x, m = self.insert(x, index, num_prefix)
-        if record is None or index not in self.guided_blocks:
-            return self.remove(block(x), m, num_prefix)
-        x_in = x
-        attn = block.attn(block.norm1(x))
-        x = x + block.drop_path1(block.ls1(attn))
-        x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
-        s = num_prefix + m
-        record[index] = dict(attn_out=attn[:, s:], block_in=x_in[:, s:],
-                             prompts=self.get(index), cls=x[:, 0])
-        return self.remove(x, m, num_prefix)
+    def guidance(self, index: int, steps: BlockSteps, start: int) -> Dict[str, torch.Tensor]:
+        """A guided block's record: its attention output and input at the patches, its raw
+        prompts and its output class token."""
+        return dict(attn_out=steps.attn_out[:, start:], block_in=steps.block_in[:, start:],
+                    prompts=self.get(index), cls=steps.out[:, 0])
 
     def metric_features(self, record: Record, blocks: nn.ModuleList, index: int,
                         token_side: str, prompt_side: str
@@ -101,7 +93,3 @@ class SequencePrompts(BlockPrompts):
         prompts = qkv_project(blocks[index].attn, g['prompts'], 'q') \
             if prompt_side == 'query' else g['prompts']
         return g[token_side], prompts, g['cls']
-
-    def weights_layout(self) -> dict:
-        return dict(num_prompts=list(self.counts), guided_blocks=list(self.guided_blocks))
-

@@ -23,6 +23,7 @@ from mmengine.logging import print_log
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 
+from ..backbones.frozen_vit import FrozenViT
 from ..losses import proxy_anchor_loss
 from ..utils import cosine_kmeans, farthest_first_init, map_unseen, patch_labels, sample_per_class
 from .strict_encoder_decoder import StrictEncoderDecoder
@@ -59,7 +60,7 @@ class MetricGuidedEncoderDecoder(StrictEncoderDecoder):
                            f'{sorted(self.DEFAULTS)}')
         cfg = dict(self.DEFAULTS, **(metric_cfg or {}))
         bb = self.backbone
-        if not hasattr(bb, 'forward_guided') or not bb.guided_blocks:
+        if not isinstance(bb, FrozenViT) or not bb.guided_blocks:
             raise ValueError(f'MetricGuidedEncoderDecoder needs a backbone with guided prompt '
                              f'blocks: DAVPTViT, or CVPTViT with guided_blocks=(...); got '
                              f'{type(bb).__name__} without any')

@@ -14,6 +14,7 @@ import torch
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 
+from ..backbones.frozen_vit import FrozenViT
 from ..backbones.provenance import CheckpointMismatchError
 from ..utils.state_dict_diff import diff_state_dict
 
@@ -42,7 +43,7 @@ class StrictEncoderDecoder(EncoderDecoder):
 def checks_itself(backbone: torch.nn.Module) -> bool:
     """Whether the backbone checks the keys, shapes and provenance of its part of a checkpoint
     (the FrozenViT family does, in its ``_load_from_state_dict``)."""
-    return hasattr(backbone, 'trunk_sha256')
+    return isinstance(backbone, FrozenViT)
 
 
 def expected_tensors(segmentor: torch.nn.Module, prefix: str = '') -> Dict[str, torch.Tensor]:

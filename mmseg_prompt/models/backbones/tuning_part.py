@@ -1,0 +1,111 @@
+"""The contract of a tuning part: what a part may do to the frozen trunk and what it declares.
+
+:class:`FrozenViT` is the one frozen trunk; every tuning method is a part over it, built from a
+sub-config (``FrozenViT(parts=[dict(type='LoRA', rank=8), ...])``). A part may, per block
+(docs/methods.md, "Tuning parts"):
+
+- **change the token sequence** (:meth:`insert` / :meth:`remove`: VPT-Deep's prompts). At most
+  one part per trunk does (:attr:`CHANGES_SEQUENCE`); the block itself runs unchanged;
+- **add a branch** at one of the block's two residual sums (:meth:`after_attention`: CVPT's
+  cross-attention; :meth:`beside_mlp`: AdaptFormer), which makes the block run step by step
+  (``block_steps.py``);
+- **add deltas to the trunk's layers** through forward hooks that :meth:`attach` registers on
+  them (K/V bias deltas, LoRA): the trunk's tensors never change and its own forward runs.
+
+It declares:
+
+- :attr:`NAME`: its attribute on the backbone, hence its state-dict prefix
+  (``backbone.<NAME>.*``); unique per trunk;
+- :attr:`TRUNK_ARGS`: the trunk facts its constructor takes (``embed_dim``, ``depth``, ...);
+- :meth:`weights_layout`: the options that give its weights their meaning beyond their shapes,
+  by config key, written into every checkpoint's provenance and checked on load;
+- :meth:`no_decay_parameters`: which of its tensors take no weight decay;
+- :meth:`attach`: its checks on the trunk (and its hooks);
+- :meth:`merge_into`: whether (and how) it folds into the trunk's weights, for export;
+- :attr:`enabled`: False makes it a no-op, so the backbone runs as the plain frozen trunk
+  (``FrozenViT.tuning_disabled``); every hook and branch honours it;
+- :attr:`guided_blocks`: blocks whose prompts metric guidance compares with the classes (a
+  :class:`GuidedPromptsContract` part; at most one per trunk).
+
+Parts that do not change the sequence combine freely: hooks on one layer add their deltas, and
+branches at one sum add up.
+"""
+from typing import ClassVar, Dict, Optional, Set, Tuple
+
+import torch
+import torch.nn as nn
+
+from .block_steps import Branch, BlockSteps
+
+Record = Dict[int, Dict[str, torch.Tensor]]
+
+
+class TuningPart(nn.Module):
+    """Base of every tuning part; a part overrides what it does, the rest are no-ops."""
+
+    NAME: ClassVar[str] = ''
+    TRUNK_ARGS: ClassVar[Tuple[str, ...]] = ('embed_dim', 'depth')
+    CHANGES_SEQUENCE: ClassVar[bool] = False
+    METHOD: ClassVar[str] = ''  # the method's name, for logs
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled = True
+        self.guided_blocks: Tuple[int, ...] = ()
+
+    def attach(self, trunk: nn.Module, model_name: str) -> None:
+        """Check that ``trunk`` (a timm ViT) suits this part and register its hooks on it."""
+
+    def weights_layout(self) -> dict:
+        """The options giving the weights their meaning, by config key (JSON values)."""
+        raise NotImplementedError(f'{type(self).__name__} must declare its weights_layout()')
+
+    def no_decay_parameters(self) -> Set[str]:
+        """Names (relative to the part) of the parameters that take no weight decay."""
+        return set()
+
+    def merge_into(self, trunk: nn.Module) -> None:
+        """Fold the part into the trunk's own weights, so that the trunk alone computes what
+        trunk and part did (``tools/export_full_checkpoint.py --merge``)."""
+        raise NotImplementedError(f'{self.METHOD or type(self).__name__} cannot be merged into '
+                                  f'the trunk\'s weights')
+
+    # -- per block; ``index`` is the block's position in the trunk
+    def insert(self, index: int, x: torch.Tensor, num_prefix: int) -> Tuple[torch.Tensor, int]:
+        """Tokens (B, n + N, D) -> the sequence block ``index`` runs on, and how many tokens were
+        inserted after the n prefix tokens."""
+        return x, 0
+
+    def remove(self, x: torch.Tensor, inserted: int, num_prefix: int) -> torch.Tensor:
+        """Undo :meth:`insert` on the block's output."""
+        return x
+
+    def after_attention(self, index: int, block: nn.Module) -> Optional[Branch]:
+        """A branch f(x) added after block ``index``'s self-attention sum, or None."""
+        return None
+
+    def beside_mlp(self, index: int, block: nn.Module) -> Optional[Branch]:
+        """A branch g(x) of the MLP's input stream added beside block ``index``'s MLP, or None."""
+        return None
+
+
+class GuidedPromptsContract(TuningPart):
+    """A prompt part whose ``guided_blocks`` metric guidance may compare with the classes
+    (DA-VPT; docs/methods.md, "DA-VPT"): it records a guided block's features and says what the
+    metric loss compares."""
+
+    TOKEN_SIDES: ClassVar[Tuple[str, ...]] = ()
+    PROMPT_SIDES: ClassVar[Tuple[str, ...]] = ()
+    counts: list
+
+    def guidance(self, index: int, steps: BlockSteps, start: int) -> Dict[str, torch.Tensor]:
+        """What guided block ``index`` records from its intermediates; the patches start at
+        position ``start`` of the sequence."""
+        raise NotImplementedError
+
+    def metric_features(self, record: Record, blocks: nn.ModuleList, index: int,
+                        token_side: str, prompt_side: str
+                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """tokens (B, N, D), prompts (M, D) and the output class token (B, D) of guided block
+        ``index`` of ``record``."""
+        raise NotImplementedError
