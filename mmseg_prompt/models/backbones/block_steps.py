@@ -57,7 +57,8 @@ def check_steppable(block: nn.Module, index: int, model_name: str, who: str, fix
     runs; ``who`` names the part that needs it and ``fix`` what the user can do instead."""
     missing = [n for n in BLOCK_MEMBERS if not hasattr(block, n)]
     if missing:
+        members = ', '.join(BLOCK_MEMBERS)
         raise ValueError(
-            f'{who} runs the trunk\'s blocks step by step (timm\'s Block: '
-            f'{", ".join(BLOCK_MEMBERS)}), but block {index} of {model_name} '
-            f'({type(block).__name__}) has no {", ".join(missing)}: use a VisionTransformer model (ViT, DeiT) or {fix}')
+            f'{who} runs the trunk\'s blocks step by step (timm\'s Block: {members}), but '
+            f'block {index} of {model_name} ({type(block).__name__}) has no '
+            f'{", ".join(missing)}: use a VisionTransformer model (ViT, DeiT) or {fix}')
