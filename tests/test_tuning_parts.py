@@ -3,6 +3,9 @@ step against timm's own forward, LoRA against Hugging Face peft, AdaptFormer aga
 transcription of its official code, and combinations of parts by configuration."""
 import copy
 import math
+import os.path as osp
+import subprocess
+import sys
 
 import pytest
 import timm
@@ -14,6 +17,7 @@ from mmseg.registry import MODELS
 from mmseg_prompt.models.backbones import CheckpointMismatchError, TrunkWeightsError
 from mmseg_prompt.models.backbones.block_steps import run_block_steps
 
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRUNK = dict(model_name='vit_base_patch16_224', img_size=64, out_indices=(0, 1, 2),
              model_kwargs=dict(depth=3, embed_dim=64, num_heads=2))
 LORA_ALL = dict(type='LoRA', rank=4, alpha=8, targets=('qkv', 'proj', 'fc1', 'fc2'))
@@ -309,3 +313,48 @@ def test_parts_declare_which_tensors_take_no_weight_decay(tiny_trunk_file):
     for name, wd in decay.items():
         assert wd == (0.0 if name.startswith('prompts.') else 0.05), name
     assert math.isclose(sum(1 for n in decay if n.startswith('prompts.')), 3)
+
+
+def with_test_pipeline(cfg):
+    """The config file ``cfg`` plus the test pipeline mmseg's inference_model needs."""
+    with open(cfg, 'a') as f:
+        f.write("test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]\n")
+    return cfg
+
+
+@pytest.mark.slow  # runs tools/export_full_checkpoint.py in a subprocess
+def test_export_merges_lora_and_bias_deltas_and_the_merged_model_predicts_the_same(
+        tmp_path, tiny_trunk_file):
+    """`export_full_checkpoint.py --merge` folds LoRA and the K/V deltas into the trunk, keeps
+    AdaptFormer as a part, writes the config without the merged parts; mmseg's init_model and
+    inference_model on the merged files predict what the unmerged model predicts, and the
+    merged checkpoint is refused by the unmerged config."""
+    import numpy as np
+    from mmseg.apis import inference_model, init_model
+
+    from mmseg_prompt.testing import write_linear_head_config
+    path, _ = tiny_trunk_file
+    backbone = dict(TRUNK, type='FrozenViT', pretrained=str(path), bias_tuning=True,
+                    parts=[dict(type='LoRA', rank=2, targets=('qkv', 'fc1')), ADAPTFORMER])
+    cfg = with_test_pipeline(write_linear_head_config(tmp_path / 'lora.py', backbone))
+    model = init_model(str(cfg), device='cpu')
+    randomise(model, 'lora_', 'adapters', 'kv_bias', 'decode_head')
+    torch.save(dict(meta={}, state_dict=model.state_dict()), tmp_path / 'tuned.pth')
+    res = subprocess.run([sys.executable, f'{REPO}/tools/export_full_checkpoint.py', str(cfg),
+                          str(tmp_path / 'tuned.pth'), str(tmp_path / 'merged.pth'), '--merge'],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "merged into the trunk's weights: K/V bias tuning, LoRA" in res.stdout
+    img = np.random.RandomState(0).randint(0, 255, (64, 48, 3)).astype(np.uint8)
+    unmerged = init_model(str(cfg), str(tmp_path / 'tuned.pth'), device='cpu')
+    merged = init_model(str(tmp_path / 'merged.py'), str(tmp_path / 'merged.pth'), device='cpu')
+    assert merged.backbone.part_names == ('adaptformer',) and not merged.backbone.bias_tuning
+    a = inference_model(unmerged, img).seg_logits.data
+    b = inference_model(merged, img).seg_logits.data
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    plain = init_model(str(with_test_pipeline(write_linear_head_config(
+        tmp_path / 'plain.py', dict(TRUNK, type='FrozenViT', pretrained=str(path))))),
+        device='cpu')
+    assert (inference_model(plain, img).seg_logits.data - a).abs().max() > 1e-3
+    with pytest.raises(TrunkWeightsError, match='no `backbone.kv_bias.delta`'):
+        init_model(str(cfg), str(tmp_path / 'merged.pth'), device='cpu')

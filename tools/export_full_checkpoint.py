@@ -1,12 +1,16 @@
 """Write one self-contained checkpoint: the tuned weights plus the frozen trunk.
 
-    python tools/export_full_checkpoint.py CONFIG TUNED_CKPT OUT.pth [--cfg-options ...]
+    python tools/export_full_checkpoint.py CONFIG TUNED_CKPT OUT.pth [--merge] [--cfg-options ...]
 
 Training checkpoints hold only what trained; the trunk comes from `model.backbone.pretrained`.
-The exported file also holds `backbone.trunk.*`, so it loads without the pretrained file. It is
-written to a temporary file and renamed, so a failed export never leaves a half-written file.
+The exported file also holds `backbone.trunk.*`, so it loads without the pretrained file. With
+`--merge`, the parts that fold into the trunk's own weights (LoRA, the K/V bias deltas:
+`TuningPart.merge_into`) are folded in and dropped; the config the merged checkpoint loads with
+(CONFIG without those parts) is written beside it as OUT.py. Files are written to a temporary
+file and renamed, so a failed export never leaves a half-written file.
 """
 import argparse
+import copy
 import os
 import os.path as osp
 
@@ -21,8 +25,54 @@ def parse_args(argv=None):
     p.add_argument('config')
     p.add_argument('checkpoint', help='a checkpoint saved by training (tuned weights only)')
     p.add_argument('out', help='the full checkpoint to write')
+    p.add_argument('--merge', action='store_true',
+                   help='fold the mergeable parts (LoRA, K/V bias deltas) into the trunk\'s '
+                        'weights and write the config without them as OUT.py')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     return p.parse_args(argv)
+
+
+def merged_config(cfg: Config, merged: list) -> Config:
+    """``cfg`` without the merged parts: their entries of ``model.backbone.parts`` dropped and
+    ``bias_tuning`` off if the K/V deltas were merged."""
+    from mmseg.registry import MODELS
+
+    from mmseg_prompt.models.backbones import KVBiasDeltas
+    out = copy.deepcopy(cfg)
+    backbone = out.model.backbone
+    kinds = {type(p) for p in merged}
+    backbone.parts = [p for p in backbone.get('parts', []) if MODELS.get(p['type']) not in kinds]
+    if KVBiasDeltas in kinds:
+        backbone.bias_tuning = False
+    return out
+
+
+def merge_parts(model, cfg: Config):
+    """Fold every mergeable part of ``model.backbone`` into its trunk; return the model of the
+    config without those parts holding the merged trunk and the other tuned tensors, and that
+    config."""
+    from mmseg.registry import MODELS
+    backbone = model.backbone
+    merged = []
+    for part in backbone.parts:
+        try:
+            part.merge_into(backbone.trunk)
+        except NotImplementedError:
+            continue
+        merged.append(part)
+    if not merged:
+        raise SystemExit(f'--merge: none of the tuning parts of {type(backbone).__name__} '
+                         f'({", ".join(type(p).__name__ for p in backbone.parts) or "none"}) '
+                         f'folds into the trunk\'s weights; export without --merge')
+    new_cfg = merged_config(cfg, merged)
+    new_model = MODELS.build(new_cfg.model)
+    backbone.save_frozen_trunk = True
+    dropped = tuple(f'backbone.{p.NAME}.' for p in merged) + ('backbone.provenance',)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(dropped)}
+    state['backbone.provenance'] = new_model.state_dict()['backbone.provenance']
+    new_model.load_state_dict(state, strict=True)
+    print(f'merged into the trunk\'s weights: {", ".join(p.METHOD for p in merged)}')
+    return new_model, new_cfg
 
 
 def main(argv=None):
@@ -37,12 +87,20 @@ def main(argv=None):
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     model = MODELS.build(cfg.model)
     ckpt = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    trunk_from = model.backbone.trunk_source
+    out_cfg = None
+    if args.merge:
+        model, out_cfg = merge_parts(model, cfg)
     backbone = model.backbone
     backbone.save_frozen_trunk = True
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = dict(ckpt.get('meta', {}), exported_from=osp.abspath(args.checkpoint),
-                trunk_from=backbone.trunk_source)
+                trunk_from=trunk_from, merged=bool(args.merge))
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+    if out_cfg is not None:
+        cfg_path = osp.splitext(args.out)[0] + '.py'
+        write_atomically(cfg_path, lambda f: f.write(out_cfg.pretty_text.encode()))
+        print(f'wrote {cfg_path}: the config the merged checkpoint loads with')
     write_atomically(args.out, lambda f: torch.save(dict(meta=meta, state_dict=state), f))
     n_trunk = sum(1 for k in state if k.startswith('backbone.trunk.'))
     print(f'wrote {args.out}: {len(state)} tensors ({n_trunk} of the frozen trunk), '
