@@ -14,6 +14,11 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOP_LEVEL = sorted(p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
                    if '_base_' not in p and not osp.basename(p).startswith('_'))
 VITL = [p for p in TOP_LEVEL if '_vitl_' in osp.basename(p)]
+# the adapter configs' tuned trunk parameters, by hand: 24 blocks of ViT-L (width 1024) with
+# LoRA r=8 on q and v (2 x (8 x 1024 + 1024 x 8)) or AdaptFormer's bottleneck of 64
+# (1024 x 64 + 64 + 64 x 1024 + 1024)
+ADAPTER_PARAMS = dict(lora=24 * 2 * (8 * 1024 + 1024 * 8),
+                      adaptformer=24 * (1024 * 64 + 64 + 64 * 1024 + 1024))
 
 
 def test_the_issue_configs_exist():
@@ -22,7 +27,9 @@ def test_the_issue_configs_exist():
             'vpt_vitl_pascal_context.py', 'example/cvpt_tiny_ade20k_synthetic.py',
             'davpt_vitl_ade20k.py', 'davpt_vitl_pascal_context.py', 'davpt_plus_vitl_ade20k.py',
             'davpt_plus_vitl_pascal_context.py', 'cvpt_guided_vitl_ade20k.py',
-            'example/davpt_tiny_ade20k_synthetic.py', 'cvpt_plus_vitl_ade20k.py'} <= names
+            'example/davpt_tiny_ade20k_synthetic.py', 'cvpt_plus_vitl_ade20k.py',
+            'lora_vitl_ade20k.py', 'lora_vitl_pascal_context.py', 'adaptformer_vitl_ade20k.py',
+            'adaptformer_vitl_pascal_context.py'} <= names
 
 
 @pytest.mark.parametrize('path', TOP_LEVEL, ids=lambda p: osp.relpath(p, REPO))
@@ -55,12 +62,17 @@ def test_vitl_configs_build_without_weights(path):
     bb = model.backbone
     assert bb.depth == 24 and bb.embed_dim == 1024 and bb.out_indices == (7, 11, 15, 23)
     assert type(bb).__name__ == cfg.model.backbone.type
-    counts = [10] * 23 + [20] if type(bb).__name__ == 'DAVPTViT' else [10] * 24
-    assert bb.prompts.counts == counts
-    bias = 24 * 2 * 1024 if getattr(bb, 'bias_tuning', False) else 0
-    assert ('plus' in path) == bool(bias)
     tuned_bb = sum(p.numel() for n, p in bb.named_parameters() if p.requires_grad)
-    assert tuned_bb == sum(counts) * 1024 + bias
+    adapter = osp.basename(path).split('_')[0]
+    if adapter in ADAPTER_PARAMS:  # no prompts: the adapter's own tensors, as the config says
+        assert bb.prompts is None and bb.part_names == (adapter,)
+        assert tuned_bb == ADAPTER_PARAMS[adapter] and f'{tuned_bb:,}' in open(path).read()
+    else:
+        counts = [10] * 23 + [20] if type(bb).__name__ == 'DAVPTViT' else [10] * 24
+        assert bb.prompts.counts == counts
+        bias = 24 * 2 * 1024 if getattr(bb, 'bias_tuning', False) else 0
+        assert ('plus' in path) == bool(bias)
+        assert tuned_bb == sum(counts) * 1024 + bias
     if 'davpt' in path or 'guided' in path:
         assert type(model).__name__ == 'MetricGuidedEncoderDecoder'
         assert [h.type for h in cfg.custom_hooks] == ['ClassPromptMappingHook']

@@ -1,0 +1,26 @@
+# LoRA (an adapter baseline the prompt papers compare with) on a frozen ViT-L/16 (ImageNet-21k)
+# with UperNet: ADE20K (150 classes), crop 512, 160k iterations, total batch 16.
+# Recipe sources:
+# - LoRA: rank 8, alpha 8 (scale 1), no dropout, on the query and value thirds of every block's
+#   fused qkv (the LoRA paper's W_q and W_v; peft's defaults for r, alpha and dropout); our choice,
+#   as no official segmentation config exists (docs/methods.md, "LoRA"). 786,432 tuned trunk
+#   parameters, against 245,760 for 10 prompts per block.
+# - optimizer: the prompt configs' recipe, unchanged: AdamW lr 1e-4, weight decay 0.05 (LoRA's A
+#   and B decay; prompts, which this config has none of, would not), poly after a 1500-iteration
+#   warm-up (see _base_/schedules/schedule_160k.py for where it comes from).
+# - input normalisation: mean = std = 127.5, matching the jx_vit_large_p16_384 weights
+#   (_base_/models/upernet_vitl_prompt.py).
+_base_ = [
+    './_base_/models/upernet_vitl_prompt.py', './_base_/datasets/ade20k.py',
+    './_base_/default_runtime.py', './_base_/schedules/schedule_160k.py'
+]
+custom_imports = dict(imports=['mmseg_prompt'], allow_failed_imports=False)
+crop_size = (512, 512)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(
+        type='FrozenViT',
+        parts=[dict(type='LoRA', rank=8, alpha=8, dropout=0.0, targets=('q', 'v'))],
+        img_size=512),
+    decode_head=dict(num_classes=150),
+    auxiliary_head=dict(num_classes=150),)
