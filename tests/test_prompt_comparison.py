@@ -38,7 +38,12 @@ ARMS = {
     'davpt': ('DAVPTViT', 10, False, 'davpt_vitl_ade20k.py'),
     'davpt_noloss': ('DAVPTViT', 10, False, 'davpt_vitl_ade20k.py'),
     'davpt_plus': ('DAVPTViT', 10, True, 'davpt_plus_vitl_ade20k.py'),
+    'lora': ('FrozenViT', None, False, 'lora_vitl_ade20k.py'),
+    'adaptformer': ('FrozenViT', None, False, 'adaptformer_vitl_ade20k.py'),
 }
+# the adapter arms' trunk parameters, by hand: LoRA r=2 on q and v of 4 blocks of width 96;
+# AdaptFormer's bottleneck of 4 beside each of the 4 MLPs
+ADAPTER_PARAMS = dict(lora=4 * 2 * 2 * (96 + 96), adaptformer=4 * (2 * 4 * 96 + 4 + 96))
 # the linear head on width 96: a 1x1 conv (no bias: BatchNorm follows), BatchNorm without
 # affine, the 1x1 classifier of 150 ADE20K classes; and 10 prompts of width 96 in each of 4 blocks
 HEAD_PARAMS = 96 * 96 + 96 * 150 + 150
@@ -211,7 +216,7 @@ def test_arms_differ_only_in_the_method_and_inherit_their_vitl_config():
             assert cfg.model.backbone[key] == ref.model.backbone[key], (arm, key)
         bb_type, prompts, bias, vitl = ARMS[arm]
         assert cfg.model.backbone.type == bb_type
-        assert cfg.model.backbone.num_prompts == prompts
+        assert cfg.model.backbone.get('num_prompts') == prompts
         assert bool(cfg.model.backbone.get('bias_tuning', False)) == bias
         # the arm's chain of _base_ files reaches the real ViT-L config
         chain, files = [], [arm_config(arm)]
@@ -293,6 +298,34 @@ def test_prompts_receive_gradients_and_move(arm, tmp_path):
     for n in trunk:
         assert torch.equal(trunk[n], before[n]), n
     assert not torch.equal(model.decode_head.conv_seg.weight, head_before)
+
+
+@pytest.mark.parametrize('arm', ['lora', 'adaptformer'])
+def test_adapter_arms_train_only_their_part_sized_as_the_prompt_arms(arm, tmp_path):
+    """The adapter arms train their part (as many values as said, about the prompt arms' 3,840)
+    and the head, nothing of the trunk: after two steps of the arm's optimizer every part
+    tensor has moved (one step moves only the zero-initialised B / up-projection, whose zero
+    keeps the other's gradient at zero)."""
+    cfg = Config.fromfile(arm_config(arm))
+    trunk_file = tmp_path / 'trunk.pth'
+    save_random_trunk(TINY_TRUNK, trunk_file, seed=0)
+    cfg.model.backbone.pretrained = str(trunk_file)
+    set_random_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    part = {n: p for n, p in model.named_parameters() if n.startswith(f'backbone.{arm}.')}
+    tuned = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert tuned == set(part) | {n for n in tuned if n.startswith('decode_head.')}
+    assert sum(p.numel() for p in part.values()) == ADAPTER_PARAMS[arm]
+    before = {n: p.detach().clone() for n, p in part.items()}
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    for _ in range(2):
+        data = model.data_preprocessor(_batch(), True)
+        loss, _ = model.parse_losses(model(**data, mode='loss'))
+        optim.update_params(loss)
+    for n, p in part.items():
+        assert not torch.equal(p, before[n]), f'{n} did not move'
 
 
 def run_script(tmp_path, source, job):

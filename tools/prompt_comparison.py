@@ -45,6 +45,8 @@ ARMS = {  # arm -> (table label, config)
     'davpt': ('DA-VPT', 'davpt_tiny_hue_pairs.py'),
     'davpt_noloss': ('DA-VPT, metric loss off', 'davpt_noloss_tiny_hue_pairs.py'),
     'davpt_plus': ('DA-VPT+', 'davpt_plus_tiny_hue_pairs.py'),
+    'lora': ('LoRA, rank 2 on q and v', 'lora_tiny_hue_pairs.py'),
+    'adaptformer': ('AdaptFormer, bottleneck 4', 'adaptformer_tiny_hue_pairs.py'),
 }
 BASELINE = 'head_only'
 NATIVE = 'native'  # the kernel set torch picks on the machine (ATEN_CPU_CAPABILITY unset)
