@@ -1,5 +1,6 @@
-# configs/adaptformer_vitl_ade20k.py on the tiny pretrained trunk and the hue-pairs task, with the settings
-# every arm shares (_hue_pairs.py); adaptformer_tiny_hue_pairs.py sizes AdaptFormer to the prompt arms.
+# configs/adaptformer_vitl_ade20k.py on the tiny pretrained trunk and the hue-pairs task, with
+# the settings every arm shares (_hue_pairs.py); adaptformer_tiny_hue_pairs.py sizes AdaptFormer
+# to the prompt arms.
 _base_ = ['../../adaptformer_vitl_ade20k.py', './_hue_pairs.py']
 model = {{_base_.comparison_model}}
 train_dataloader = {{_base_.comparison_train_dataloader}}
