@@ -6,10 +6,11 @@ do neither; this hook (in the schedule bases' ``default_hooks``) does the same o
 built: before training, the heads against the training dataset's classes; on every batch, the
 labels against the heads, naming the label file.
 """
-from typing import TYPE_CHECKING, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import torch
 from mmengine.hooks import Hook
+from mmengine.hooks.hook import DATA_BATCH
 from mmseg.registry import HOOKS
 
 from mmseg_prompt.datasets.label_check import value_message
@@ -18,8 +19,6 @@ from .utils import unwrap_model
 
 if TYPE_CHECKING:
     from mmengine.runner import Runner
-
-DataBatch = Optional[Union[dict, tuple, list]]  # as mmengine's hooks receive it
 
 
 def _heads(model) -> List[Tuple[str, object]]:
@@ -90,13 +89,13 @@ class SegLabelCheckHook(Hook):
                     num, ignore, sample.metainfo.get('reduce_zero_label'), source))
 
     def before_train_iter(self, runner: 'Runner', batch_idx: int,
-                          data_batch: DataBatch = None) -> None:
+                          data_batch: DATA_BATCH = None) -> None:
         self._check_batch(runner, data_batch)
 
     def before_val_iter(self, runner: 'Runner', batch_idx: int,
-                        data_batch: DataBatch = None) -> None:
+                        data_batch: DATA_BATCH = None) -> None:
         self._check_batch(runner, data_batch)
 
     def before_test_iter(self, runner: 'Runner', batch_idx: int,
-                         data_batch: DataBatch = None) -> None:
+                         data_batch: DATA_BATCH = None) -> None:
         self._check_batch(runner, data_batch)
