@@ -10,9 +10,7 @@ from typing import List, Optional, Tuple
 
 from mmengine.config import Config
 
-from ..datasets.layout import leaf_datasets
-
-DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+from ..datasets.layout import DATALOADER_KEYS, leaf_datasets
 
 
 def _as_list(value) -> list:
