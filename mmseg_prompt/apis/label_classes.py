@@ -11,12 +11,7 @@ from typing import List, Optional, Tuple
 from mmengine.config import Config
 
 from ..datasets.layout import DATALOADER_KEYS, leaf_datasets
-
-
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+from ..utils.heads import named_heads
 
 
 def head_classes(model_cfg: dict) -> List[Tuple[str, int]]:
@@ -24,14 +19,9 @@ def head_classes(model_cfg: dict) -> List[Tuple[str, int]]:
     ``SegTTAModel`` is looked through (its keys are reported as the wrapped model's)."""
     if model_cfg.get('type') == 'SegTTAModel':
         model_cfg = model_cfg.get('module') or {}
-    found = []
-    for name in ('decode_head', 'auxiliary_head'):
-        heads = _as_list(model_cfg.get(name))
-        for i, head in enumerate(heads):
-            if isinstance(head, dict) and head.get('num_classes') is not None:
-                key = f'model.{name}' + (f'.{i}' if len(heads) > 1 else '')
-                found.append((f'{key}.num_classes', int(head['num_classes'])))
-    return found
+    return [(f'{key}.num_classes', int(head['num_classes']))
+            for key, head in named_heads(model_cfg)
+            if isinstance(head, dict) and head.get('num_classes') is not None]
 
 
 def dataset_classes(ds_cfg: dict) -> Optional[Tuple[int, str]]:
