@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 
 from mmengine.config import Config
 
-from ..datasets.layout import DATALOADER_KEYS, leaf_datasets
+from ..datasets.layout import dataloader_datasets
 from ..utils.heads import named_heads
 
 
@@ -63,24 +63,20 @@ def check_label_classes(cfg: Config) -> None:
             'the heads disagree on the class count: '
             + ', '.join(f'{k} = {n}' for k, n in heads)
             + '.\n  Fix: give every head the dataset\'s class count.')
-    for loader_key in DATALOADER_KEYS:
-        loader = cfg.get(loader_key)
-        if not isinstance(loader, dict):
-            continue
-        for key, ds in leaf_datasets(loader.get('dataset'), f'{loader_key}.dataset'):
-            found = dataset_classes(ds)
-            if found is not None and found[0] != num:
+    for key, ds in dataloader_datasets(cfg):
+        found = dataset_classes(ds)
+        if found is not None and found[0] != num:
+            raise ValueError(
+                f'{key0} = {num}, but {key} ({ds.get("type")}) has {found[0]} classes '
+                f'({found[1]}): its labels go up to {found[0] - 1} and training would '
+                f'fail in the loss.\n' + _fix(found[0], key))
+        for i, step in enumerate(ds.get('pipeline') or []):
+            if not (isinstance(step, dict) and step.get('type') == 'CheckSegLabels'):
+                continue
+            if step.get('num_classes') is None:
+                step['num_classes'] = num
+            elif int(step['num_classes']) != num:
                 raise ValueError(
-                    f'{key0} = {num}, but {key} ({ds.get("type")}) has {found[0]} classes '
-                    f'({found[1]}): its labels go up to {found[0] - 1} and training would '
-                    f'fail in the loss.\n' + _fix(found[0], key))
-            for i, step in enumerate(ds.get('pipeline') or []):
-                if not (isinstance(step, dict) and step.get('type') == 'CheckSegLabels'):
-                    continue
-                if step.get('num_classes') is None:
-                    step['num_classes'] = num
-                elif int(step['num_classes']) != num:
-                    raise ValueError(
-                        f'{key}.pipeline.{i}.num_classes = {step["num_classes"]}, but {key0} = '
-                        f'{num}.\n  Fix: drop num_classes from CheckSegLabels (it follows the '
-                        f'heads) or make it equal.')
+                    f'{key}.pipeline.{i}.num_classes = {step["num_classes"]}, but {key0} = '
+                    f'{num}.\n  Fix: drop num_classes from CheckSegLabels (it follows the '
+                    f'heads) or make it equal.')
