@@ -30,7 +30,6 @@ import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -159,30 +158,20 @@ def training_progress(line: str) -> Optional[str]:
 def run_tool(cmd: List[str], log_path: str, env: dict,
              echo: Callable[[str], Optional[str]] = training_progress) -> int:
     """Run ``python <cmd>`` in a fresh interpreter, keep its full log, and print what ``echo``
-    makes of each output line (nothing for None); exit with the log's tail if it fails. Returns
-    the peak resident memory of that process in MiB (``wait4``'s ru_maxrss)."""
+    makes of each output line (nothing for None); exit with the log's tail if it fails, naming
+    the command and the kernel set. Returns the peak resident memory of that process in MiB
+    (``wait4``'s ru_maxrss)."""
+    from mmseg_prompt.utils.logged_run import run_logged
     shown = cmd[:cmd.index('--cfg-options')] if '--cfg-options' in cmd else cmd
     command = 'python ' + ' '.join(osp.relpath(a, REPO) if osp.isabs(a) else a for a in shown) \
         + (' --cfg-options ...' if shown != cmd else '')
     print('  $ ' + command, flush=True)
-    with open(log_path, 'w') as log:
-        proc = subprocess.Popen([sys.executable] + cmd, cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=env)
-        for line in proc.stdout:
-            log.write(line)
-            shown_line = echo(line)
-            if shown_line is not None:
-                print('    ' + shown_line, flush=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        with open(log_path) as f:
-            tail = ''.join(f.readlines()[-30:])
-        kernels = f' under ATEN_CPU_CAPABILITY={env["ATEN_CPU_CAPABILITY"]}' \
-            if 'ATEN_CPU_CAPABILITY' in env else ''
-        sys.exit(f'ERROR: {command}{kernels} failed (exit {proc.returncode}); log: '
-                 f'{log_path}\n{tail}')
-    return usage.ru_maxrss // 1024
+    kernels = f' under ATEN_CPU_CAPABILITY={env["ATEN_CPU_CAPABILITY"]}' \
+        if 'ATEN_CPU_CAPABILITY' in env else ''
+    done = run_logged([sys.executable] + cmd, log_path, cwd=REPO, env=env, echo=echo,
+                      error=lambda rc: f'ERROR: {command}{kernels} failed (exit {rc}); log: '
+                                       f'{log_path}\n')
+    return done.peak_rss_mib
 
 
 def read_miou(work_dir: str) -> float:

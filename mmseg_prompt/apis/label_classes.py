@@ -10,15 +10,8 @@ from typing import List, Optional, Tuple
 
 from mmengine.config import Config
 
-from ..datasets.layout import leaf_datasets
-
-DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
-
-
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+from ..datasets.layout import dataloader_datasets
+from ..utils.heads import named_heads
 
 
 def head_classes(model_cfg: dict) -> List[Tuple[str, int]]:
@@ -26,14 +19,9 @@ def head_classes(model_cfg: dict) -> List[Tuple[str, int]]:
     ``SegTTAModel`` is looked through (its keys are reported as the wrapped model's)."""
     if model_cfg.get('type') == 'SegTTAModel':
         model_cfg = model_cfg.get('module') or {}
-    found = []
-    for name in ('decode_head', 'auxiliary_head'):
-        heads = _as_list(model_cfg.get(name))
-        for i, head in enumerate(heads):
-            if isinstance(head, dict) and head.get('num_classes') is not None:
-                key = f'model.{name}' + (f'.{i}' if len(heads) > 1 else '')
-                found.append((f'{key}.num_classes', int(head['num_classes'])))
-    return found
+    return [(f'{key}.num_classes', int(head['num_classes']))
+            for key, head in named_heads(model_cfg)
+            if isinstance(head, dict) and head.get('num_classes') is not None]
 
 
 def dataset_classes(ds_cfg: dict) -> Optional[Tuple[int, str]]:
@@ -75,24 +63,20 @@ def check_label_classes(cfg: Config) -> None:
             'the heads disagree on the class count: '
             + ', '.join(f'{k} = {n}' for k, n in heads)
             + '.\n  Fix: give every head the dataset\'s class count.')
-    for loader_key in DATALOADER_KEYS:
-        loader = cfg.get(loader_key)
-        if not isinstance(loader, dict):
-            continue
-        for key, ds in leaf_datasets(loader.get('dataset'), f'{loader_key}.dataset'):
-            found = dataset_classes(ds)
-            if found is not None and found[0] != num:
+    for key, ds in dataloader_datasets(cfg):
+        found = dataset_classes(ds)
+        if found is not None and found[0] != num:
+            raise ValueError(
+                f'{key0} = {num}, but {key} ({ds.get("type")}) has {found[0]} classes '
+                f'({found[1]}): its labels go up to {found[0] - 1} and training would '
+                f'fail in the loss.\n' + _fix(found[0], key))
+        for i, step in enumerate(ds.get('pipeline') or []):
+            if not (isinstance(step, dict) and step.get('type') == 'CheckSegLabels'):
+                continue
+            if step.get('num_classes') is None:
+                step['num_classes'] = num
+            elif int(step['num_classes']) != num:
                 raise ValueError(
-                    f'{key0} = {num}, but {key} ({ds.get("type")}) has {found[0]} classes '
-                    f'({found[1]}): its labels go up to {found[0] - 1} and training would '
-                    f'fail in the loss.\n' + _fix(found[0], key))
-            for i, step in enumerate(ds.get('pipeline') or []):
-                if not (isinstance(step, dict) and step.get('type') == 'CheckSegLabels'):
-                    continue
-                if step.get('num_classes') is None:
-                    step['num_classes'] = num
-                elif int(step['num_classes']) != num:
-                    raise ValueError(
-                        f'{key}.pipeline.{i}.num_classes = {step["num_classes"]}, but {key0} = '
-                        f'{num}.\n  Fix: drop num_classes from CheckSegLabels (it follows the '
-                        f'heads) or make it equal.')
+                    f'{key}.pipeline.{i}.num_classes = {step["num_classes"]}, but {key0} = '
+                    f'{num}.\n  Fix: drop num_classes from CheckSegLabels (it follows the '
+                    f'heads) or make it equal.')

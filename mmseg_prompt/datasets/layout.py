@@ -8,7 +8,7 @@ missing path, the expected folder tree and how to prepare the data.
 """
 import os
 import os.path as osp
-from typing import List, Tuple
+from typing import Iterator, List, Tuple
 
 from mmengine.config import Config
 from mmengine.fileio import join_path
@@ -179,6 +179,15 @@ def leaf_datasets(ds: dict, key: str) -> List[Tuple[str, dict]]:
     return []
 
 
+def dataloader_datasets(cfg: Config) -> Iterator[Tuple[str, dict]]:
+    """(key, dataset dict) of each real dataset of the train/val/test dataloaders that are set,
+    looking through dataset wrappers (``leaf_datasets``)."""
+    for loader_key in DATALOADER_KEYS:
+        loader = cfg.get(loader_key)
+        if isinstance(loader, dict):
+            yield from leaf_datasets(loader.get('dataset'), f'{loader_key}.dataset')
+
+
 def check_dataset_layout(cfg: Config) -> None:
     """Raise DatasetLayoutError if a dataloader's dataset folders are missing or empty.
 
@@ -186,14 +195,10 @@ def check_dataset_layout(cfg: Config) -> None:
     are set are checked. Returns None when every folder and ann_file is in place.
     """
     failing = []
-    for loader_key in DATALOADER_KEYS:
-        loader = cfg.get(loader_key)
-        if not isinstance(loader, dict):
-            continue
-        for key, ds in leaf_datasets(loader.get('dataset'), f'{loader_key}.dataset'):
-            problems = _dataset_problems(ds, key)
-            if problems:
-                failing.append((key, ds, problems))
+    for key, ds in dataloader_datasets(cfg):
+        problems = _dataset_problems(ds, key)
+        if problems:
+            failing.append((key, ds, problems))
     if not failing:
         return None
     lines = ['Dataset files not found:']

@@ -1,9 +1,10 @@
 """The class-to-prompt mapping of DA-VPT, built before training and re-clustered during it."""
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn as nn
 from mmengine.hooks import Hook
+from mmengine.hooks.hook import DATA_BATCH
 from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
@@ -12,8 +13,6 @@ from .utils import preserved_rng_states, unwrap_model
 
 if TYPE_CHECKING:
     from mmengine.runner import Runner
-
-DataBatch = Optional[Union[dict, tuple, list]]  # as mmengine's hooks receive it
 
 
 @HOOKS.register_module()
@@ -84,7 +83,7 @@ class ClassPromptMappingHook(Hook):
                       f'{steps} batches', logger='current')
             model.recluster()
 
-    def after_train_iter(self, runner: 'Runner', batch_idx: int, data_batch: DataBatch = None,
+    def after_train_iter(self, runner: 'Runner', batch_idx: int, data_batch: DATA_BATCH = None,
                          outputs: Optional[dict] = None) -> None:
         if self.every_n_train_iters(runner, self.interval):
             self._segmentor(runner).recluster()

@@ -6,34 +6,20 @@ do neither; this hook (in the schedule bases' ``default_hooks``) does the same o
 built: before training, the heads against the training dataset's classes; on every batch, the
 labels against the heads, naming the label file.
 """
-from typing import TYPE_CHECKING, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 from mmengine.hooks import Hook
+from mmengine.hooks.hook import DATA_BATCH
 from mmseg.registry import HOOKS
 
 from mmseg_prompt.datasets.label_check import value_message
+from mmseg_prompt.utils.heads import named_heads
 
 from .utils import unwrap_model
 
 if TYPE_CHECKING:
     from mmengine.runner import Runner
-
-DataBatch = Optional[Union[dict, tuple, list]]  # as mmengine's hooks receive it
-
-
-def _heads(model) -> List[Tuple[str, object]]:
-    """(config key, head) of each decode and auxiliary head that has num_classes."""
-    found = []
-    for name in ('decode_head', 'auxiliary_head'):
-        heads = getattr(model, name, None)
-        if heads is None:
-            continue
-        heads = list(heads) if isinstance(heads, torch.nn.ModuleList) else [heads]
-        for i, head in enumerate(heads):
-            if hasattr(head, 'num_classes'):
-                found.append((f'model.{name}' + (f'.{i}' if len(heads) > 1 else ''), head))
-    return found
 
 
 def _samples(data_samples) -> list:
@@ -53,7 +39,9 @@ class SegLabelCheckHook(Hook):
 
     def _limit(self, runner) -> Optional[Tuple[int, int, str]]:
         """(smallest num_classes of the heads, ignore_index, its config key), or None."""
-        heads = _heads(unwrap_model(runner.model, through_tta=True))
+        heads = [(key, head) for key, head in
+                 named_heads(unwrap_model(runner.model, through_tta=True))
+                 if hasattr(head, 'num_classes')]
         if not heads:
             return None
         key, head = min(heads, key=lambda kh: kh[1].num_classes)
@@ -90,13 +78,13 @@ class SegLabelCheckHook(Hook):
                     num, ignore, sample.metainfo.get('reduce_zero_label'), source))
 
     def before_train_iter(self, runner: 'Runner', batch_idx: int,
-                          data_batch: DataBatch = None) -> None:
+                          data_batch: DATA_BATCH = None) -> None:
         self._check_batch(runner, data_batch)
 
     def before_val_iter(self, runner: 'Runner', batch_idx: int,
-                        data_batch: DataBatch = None) -> None:
+                        data_batch: DATA_BATCH = None) -> None:
         self._check_batch(runner, data_batch)
 
     def before_test_iter(self, runner: 'Runner', batch_idx: int,
-                         data_batch: DataBatch = None) -> None:
+                         data_batch: DATA_BATCH = None) -> None:
         self._check_batch(runner, data_batch)

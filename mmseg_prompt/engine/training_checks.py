@@ -3,10 +3,11 @@ weights on every rank, a NaN loss that stops the run before it is saved, and RNG
 checkpoints so that a resumed run continues exactly."""
 import math
 import os.path as osp
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Optional
 
 from mmengine.dist import all_gather_object, get_world_size, is_distributed
 from mmengine.hooks import Hook
+from mmengine.hooks.hook import DATA_BATCH
 from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
@@ -16,8 +17,6 @@ from .utils import get_rng_states, set_rng_states, unwrap_model
 
 if TYPE_CHECKING:
     from mmengine.runner import Runner
-
-DataBatch = Optional[Union[dict, tuple, list]]  # as mmengine's hooks receive it
 
 
 @HOOKS.register_module()
@@ -76,7 +75,7 @@ class NaNLossGuardHook(Hook):
 
     priority = 'ABOVE_NORMAL'
 
-    def after_train_iter(self, runner: 'Runner', batch_idx: int, data_batch: DataBatch = None,
+    def after_train_iter(self, runner: 'Runner', batch_idx: int, data_batch: DATA_BATCH = None,
                          outputs: Optional[dict] = None) -> None:
         bad = {k: float(v) for k, v in (outputs or {}).items()
                if 'loss' in k and not math.isfinite(float(v))}

@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models.utils import patch_labels as grid_patch_labels
 from ..utils.atomic_checkpoint import write_atomically
 from .shape_tasks import SIZE, SOURCE_SHAPES, source_samples
 
@@ -96,11 +97,11 @@ def normalise(images: np.ndarray) -> torch.Tensor:
 
 
 def patch_labels(labels: np.ndarray, patch: int) -> torch.Tensor:
-    """(N, H, W) pixel labels -> (N, H/p * W/p) majority label of each p x p patch, row-major."""
-    n, h, w = labels.shape
-    one_hot = F.one_hot(torch.from_numpy(labels), NUM_SOURCE_CLASSES)
-    counts = one_hot.view(n, h // patch, patch, w // patch, patch, -1).sum((2, 4))
-    return counts.argmax(-1).view(n, -1)
+    """(N, H, W) pixel labels -> (N, H/p * W/p) majority label of each p x p patch, row-major:
+    DA-VPT's ``models.utils.patch_labels`` on square patches, flattened. The source task has no
+    ignore label and H, W are multiples of p, so no patch is padded or left out; a tie goes to
+    the smaller label (torch's mode on the CPU, where the pretraining runs)."""
+    return grid_patch_labels(torch.from_numpy(labels).long(), (patch, patch)).flatten(1)
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 METHOD_TYPES = dict(trunk='FrozenViT', vpt='VPTDeepViT', cvpt='CVPTViT')
@@ -114,11 +115,13 @@ def build(args, method, prompts):
 
 
 def run_case(args, method, prompts):
+    """One case in this process: tuned parameters, training-step and inference times, peak
+    memory and, unless ``--no-flops``, the FLOPs of both."""
     import torch
     from mmengine.registry import init_default_scope
 
     import mmseg_prompt  # noqa: F401
-    from mmseg_prompt.apis.complexity import SegmentorForward, flop_analyzer
+    import mmseg_prompt.apis.complexity  # noqa: F401  (imported before the peak RSS is read)
     init_default_scope('mmseg')
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,106 +129,153 @@ def run_case(args, method, prompts):
     device = torch.device(args.device)
     model = build(args, method, prompts)
     model.to(device)
-    dtype = dict(fp32=None, bf16=torch.bfloat16)[args.dtype]
     x = torch.randn(args.batch, 3, args.img, args.img, device=device)
-
-    def sync():
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-    def forward_loss():
-        if args.head == 'none':
-            return sum(o.float().square().mean() for o in model(x))
-        from mmengine.structures import PixelData
-        from mmseg.structures import SegDataSample
-        samples = []
-        for _ in range(args.batch):
-            s = SegDataSample(metainfo=dict(img_shape=(args.img,) * 2, pad_shape=(args.img,) * 2))
-            s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, args.img, args.img),
-                                                        device=device))
-            samples.append(s)
-        losses = model.loss(x, samples)
-        return sum(v for k, v in losses.items() if 'loss' in k)
-
-    def timed(fn, n):
-        times = []
-        for _ in range(n):
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - t0)
-        return times
-
     result = dict(method=method, prompts=prompts if method != 'trunk' else 0)
     if method == 'cvpt':
-        backbone = model if args.head == 'none' else model.backbone
-        attn = backbone.trunk.blocks[0].attn
-        folded = backbone.prompts.cross_attn.use_fold(attn, prompts, backbone.embed_dim)
-        result['cross_form'] = 'folded' if folded else 'plain'
+        result['cross_form'] = _cross_form(args, model, prompts)
     tuned = [p for p in model.parameters() if p.requires_grad]
     result['tuned_params'] = sum(p.numel() for p in tuned)
     if args.compile:
-        for part in ('backbone', 'neck', 'decode_head', 'auxiliary_head'):
-            sub = model if args.head == 'none' and part == 'backbone' else getattr(model, part,
-                                                                                    None)
-            if sub is not None:
-                sub.compile(backend=args.compile_backend)
+        _compile(args, model)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
+    result.update(_train_costs(args, method, prompts, model, x, tuned))
+    model.eval()
+    result['infer_s'] = _median_time(args, partial(_infer, args, model, x), device)
+    result['peak_mib'] = _peak_mib(device)
+    if not args.no_flops:
+        result.update(_inference_flops(args, method, prompts, model, x))
+    return result
+
+
+def _sync(device):
+    import torch
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def _autocast(args, device):
+    """Autocast to ``--dtype`` on ``device`` (a no-op for fp32)."""
+    import torch
+    dtype = dict(fp32=None, bf16=torch.bfloat16)[args.dtype]
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _timed(fn, n, device):
+    """Seconds of each of ``n`` calls of ``fn``, the device synchronised around each."""
+    times = []
+    for _ in range(n):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _median_time(args, fn, device):
+    """The median seconds of ``--repeats`` calls of ``fn`` after ``--warmup`` untimed ones."""
+    _timed(fn, args.warmup, device)
+    return statistics.median(_timed(fn, args.repeats, device))
+
+
+def _cross_form(args, model, prompts):
+    """'folded' or 'plain': the cross-attention form CVPT runs at this prompt count."""
+    backbone = model if args.head == 'none' else model.backbone
+    attn = backbone.trunk.blocks[0].attn
+    folded = backbone.prompts.cross_attn.use_fold(attn, prompts, backbone.embed_dim)
+    return 'folded' if folded else 'plain'
+
+
+def _compile(args, model):
+    """``torch.compile`` the backbone, neck and heads in place (``--compile-backend``)."""
+    for part in ('backbone', 'neck', 'decode_head', 'auxiliary_head'):
+        sub = model if args.head == 'none' and part == 'backbone' else getattr(model, part, None)
+        if sub is not None:
+            sub.compile(backend=args.compile_backend)
+
+
+def _forward_loss(args, model, x):
+    """The training loss of the batch: the mean square of the backbone's outputs, or the
+    segmentor's losses on random labels."""
+    import torch
+    if args.head == 'none':
+        return sum(o.float().square().mean() for o in model(x))
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    samples = []
+    for _ in range(args.batch):
+        s = SegDataSample(metainfo=dict(img_shape=(args.img,) * 2, pad_shape=(args.img,) * 2))
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, args.img, args.img),
+                                                    device=x.device))
+        samples.append(s)
+    losses = model.loss(x, samples)
+    return sum(v for k, v in losses.items() if 'loss' in k)
+
+
+def _train_step(args, model, x, opt):
+    """Forward, backward and (with tuned parameters) an AdamW step."""
+    if opt is not None:
+        opt.zero_grad(set_to_none=True)
+    with _autocast(args, x.device):
+        loss = _forward_loss(args, model, x)
+    loss.backward()
+    if opt is not None:
+        opt.step()
+
+
+def _train_costs(args, method, prompts, model, x, tuned):
+    """Training-step times (``head_only_s`` for a trunk with a head, ``train_s``) and FLOPs
+    (``train_gflops``), with ``--profile`` a profile of one step. The optimizer and its state
+    live in this call only, so they are freed before the inference that follows."""
+    import torch
     model.train()
     opt = torch.optim.AdamW(tuned, lr=1e-4) if tuned else None
-
-    def step():
-        if opt is not None:
-            opt.zero_grad(set_to_none=True)
-        with autocast():
-            loss = forward_loss()
-        loss.backward()
-        if opt is not None:
-            opt.step()
+    step = partial(_train_step, args, model, x, opt)
+    out = {}
     if method == 'trunk':
         # The floor of any prompt method: the loss back-propagated through every frozen block
         # (to the input), the head's weights trained. Without it the backward stops at the head.
         if tuned:
-            timed(step, args.warmup)
-            result['head_only_s'] = statistics.median(timed(step, args.repeats))
+            out['head_only_s'] = _median_time(args, step, x.device)
         x.requires_grad_(True)
-    timed(step, args.warmup)
-    result['train_s'] = statistics.median(timed(step, args.repeats))
+    out['train_s'] = _median_time(args, step, x.device)
     if args.profile:
-        _profile(step, device, osp.join(args.out, f'profile_{method}_{prompts}.txt'))
+        _profile(step, x.device, osp.join(args.out, f'profile_{method}_{prompts}.txt'))
     if not args.no_flops:
         grads = tuned + ([x] if method == 'trunk' else [])
-        result['train_gflops'] = _train_flops(forward_loss, grads) / 1e9
+        out['train_gflops'] = _train_flops(partial(_forward_loss, args, model, x), grads) / 1e9
     x.requires_grad_(False)
     x.grad = None
-    opt = None  # frees the optimizer state before the next case
-    model.eval()
+    return out
 
-    def infer():
-        with torch.no_grad(), autocast():
-            model(x) if args.head == 'none' else model(x, mode='tensor')
-    timed(infer, args.warmup)
-    result['infer_s'] = statistics.median(timed(infer, args.repeats))
+
+def _infer(args, model, x):
+    """One inference forward of the batch."""
+    import torch
+    with torch.no_grad(), _autocast(args, x.device):
+        model(x) if args.head == 'none' else model(x, mode='tensor')
+
+
+def _peak_mib(device):
+    """The CUDA allocator's peak on GPU, the process's peak RSS on CPU, in MiB."""
+    import torch
     if device.type == 'cuda':
-        result['peak_mib'] = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        result['peak_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if args.no_flops:
-        return result
-    # FLOPs of one inference forward of the batch, traced in fp32 on the CPU copy
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _inference_flops(args, method, prompts, model, x):
+    """``gflops`` of one inference forward of the batch, traced in fp32 on the CPU (the model is
+    moved there; under ``--compile`` a fresh one is built), and the operators the analyzer left
+    out (``unsupported_ops``)."""
+    from mmseg_prompt.apis.complexity import SegmentorForward, flop_analyzer
     if args.compile:
         model = build(args, method, prompts)
     model.float().cpu().eval()
     xc = x.float().cpu()
     analyzer = flop_analyzer(model if args.head == 'none' else SegmentorForward(model), (xc,))
-    result['gflops'] = analyzer.total() / 1e9
-    result['unsupported_ops'] = dict(analyzer.unsupported_ops())
-    return result
+    return dict(gflops=analyzer.total() / 1e9, unsupported_ops=dict(analyzer.unsupported_ops()))
 
 
 def _profile(step, device, path):

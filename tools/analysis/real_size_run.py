@@ -23,9 +23,7 @@ import json
 import os
 import os.path as osp
 import re
-import subprocess
 import sys
-import time
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEFAULT_CONFIGS = ['configs/cvpt_vitl_ade20k.py', 'configs/vpt_vitl_ade20k.py',
@@ -50,17 +48,13 @@ def parse_args(argv=None):
 
 
 def run(cmd, log_path, env=None):
-    """Run ``cmd`` from the repo root, log to ``log_path``; exit with the log tail on failure."""
-    started = time.time()
+    """Run ``cmd`` from the repo root, log to ``log_path``; exit with the log tail on failure.
+    Returns the seconds it took."""
+    from mmseg_prompt.utils.logged_run import run_logged
     print('$ ' + ' '.join(cmd[:4]) + ' ...', flush=True)
-    with open(log_path, 'w') as log:
-        rc = subprocess.call(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                             env=dict(os.environ, **(env or {})))
-    if rc:
-        with open(log_path) as f:
-            tail = ''.join(f.readlines()[-40:])
-        sys.exit(f'ERROR: exit {rc}: {" ".join(cmd)}\nlog {log_path}:\n{tail}')
-    return time.time() - started
+    done = run_logged(cmd, log_path, cwd=REPO, env=dict(os.environ, **(env or {})), tail_lines=40,
+                      error=lambda rc: f'ERROR: exit {rc}: {" ".join(cmd)}\nlog {log_path}:\n')
+    return done.seconds
 
 
 def last_train_stats(log_path):
