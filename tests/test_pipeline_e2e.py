@@ -170,3 +170,78 @@ def test_amp_trains_in_bfloat16_on_cpu(trained, tmp_path):
     assert 'Iter(train) [2/2]' in res.stdout
     dumped = open(glob.glob(osp.join(tmp_path, '*.py'))[0]).read()
     assert "type='BF16OptimWrapper'" in dumped
+
+
+ADAPTERS_CONFIG = """
+_base_ = [{config!r}]
+model = dict(backbone=dict(
+    _delete_=True, type='FrozenViT', model_name='vit_base_patch16_224',
+    model_kwargs=dict(depth=4, embed_dim=64, num_heads=2), pretrained={trunk!r}, img_size=128,
+    out_indices=(0, 1, 2, 3),
+    parts=[dict(type='LoRA', rank=2, targets=('qkv', 'fc2')),
+           dict(type='AdaptFormer', bottleneck=8)]))
+"""
+
+PREDICT_MERGED = """
+import json, sys
+import numpy as np
+from mmseg.apis import inference_model, init_model
+job = json.load(open(sys.argv[1]))
+img = np.random.RandomState(0).randint(0, 255, (96, 160, 3)).astype(np.uint8)
+logits = [inference_model(init_model(cfg, ckpt, device='cpu'), img).seg_logits.data
+          for cfg, ckpt in job['models']]
+print(json.dumps(dict(diff=float((logits[0] - logits[1]).abs().max()),
+                      size=float(logits[0].abs().max()))))
+"""
+
+
+def test_lora_and_adaptformer_train_test_export_and_load_through_the_tools(trained, tmp_path):
+    """The example config with LoRA and AdaptFormer as its backbone's parts: tools/train.py
+    trains them (tuned weights only in the checkpoint), our and mmseg's stock test.py agree,
+    export --merge folds LoRA in, the merged files test to the same mIoU and predict the same
+    through mmseg's inference API in a fresh interpreter, and the unmerged config refuses the
+    merged checkpoint."""
+    trunk = str(trained['root'] / 'trunk.pth')
+    cfg = tmp_path / 'adapters.py'
+    cfg.write_text(ADAPTERS_CONFIG.format(config=CONFIG, trunk=trunk))
+    data = [o for o in trained['opts'][1:] if 'data_root' in o]
+    opts = ['--cfg-options'] + data
+    res = run([f'{REPO}/tools/train.py', cfg, '--work-dir', tmp_path / 'train'] + opts
+              + ['train_cfg.max_iters=4', 'train_cfg.val_interval=4',
+                 'default_hooks.checkpoint.interval=4', 'train_dataloader.batch_size=2'])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert 'backbone.lora' in res.stdout and 'backbone.adaptformer' in res.stdout
+    ckpt = tmp_path / 'train' / 'iter_4.pth'
+    keys = torch.load(ckpt, map_location='cpu', weights_only=True)['state_dict']
+    assert not [k for k in keys if k.startswith('backbone.trunk.')]
+    assert {k.split('.')[1] for k in keys if k.startswith('backbone.')} == {
+        'lora', 'adaptformer', 'provenance'}
+    ours = run([f'{REPO}/tools/test.py', cfg, ckpt, '--work-dir', tmp_path / 'ours'] + opts)
+    stock = run([STOCK_TEST, cfg, ckpt, '--work-dir', tmp_path / 'stock'] + opts)
+    assert ours.returncode == 0 and stock.returncode == 0, ours.stderr[-3000:] + stock.stderr[-3000:]
+    miou = last_metrics(tmp_path / 'ours')['mIoU']
+    assert last_metrics(tmp_path / 'stock')['mIoU'] == miou
+
+    res = run([f'{REPO}/tools/export_full_checkpoint.py', cfg, ckpt, tmp_path / 'merged.pth',
+               '--merge'])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "merged into the trunk's weights: LoRA" in res.stdout
+    merged_cfg = tmp_path / 'merged.py'
+    res = run([f'{REPO}/tools/test.py', merged_cfg, tmp_path / 'merged.pth', '--work-dir',
+               tmp_path / 'merged'] + opts)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert abs(last_metrics(tmp_path / 'merged')['mIoU'] - miou) < 0.01
+    (tmp_path / 'job.json').write_text(json.dumps(dict(models=[
+        [str(cfg), str(ckpt)], [str(merged_cfg), str(tmp_path / 'merged.pth')]])))
+    (tmp_path / 'predict.py').write_text(PREDICT_MERGED)
+    res = subprocess.run([sys.executable, str(tmp_path / 'predict.py'),
+                          str(tmp_path / 'job.json')], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out['diff'] < 1e-4 * max(out['size'], 1.0), out
+
+    res = run([f'{REPO}/tools/test.py', cfg, tmp_path / 'merged.pth', '--work-dir',
+               tmp_path / 'refused'] + opts)
+    assert res.returncode != 0
+    assert 'backbone.lora.lora_A.0_qkv' in res.stdout + res.stderr
