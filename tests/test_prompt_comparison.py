@@ -267,10 +267,8 @@ def _batch(num=4, seed=0):
     return dict(inputs=inputs, data_samples=samples)
 
 
-@pytest.mark.parametrize('arm', ['vpt', 'cvpt10', 'head_only'])
-def test_prompts_receive_gradients_and_move(arm, tmp_path):
-    """One training step of the arm's model and optimizer, as its config builds them: every
-    prompt gets a non-zero gradient and moves; the trunk gets none and stays."""
+def arm_model(arm, tmp_path):
+    """The arm's config and its segmentor, built in train mode on a seeded random tiny trunk."""
     cfg = Config.fromfile(arm_config(arm))
     trunk_file = tmp_path / 'trunk.pth'
     save_random_trunk(TINY_TRUNK, trunk_file, seed=0)
@@ -279,6 +277,14 @@ def test_prompts_receive_gradients_and_move(arm, tmp_path):
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.train()
+    return cfg, model
+
+
+@pytest.mark.parametrize('arm', ['vpt', 'cvpt10', 'head_only'])
+def test_prompts_receive_gradients_and_move(arm, tmp_path):
+    """One training step of the arm's model and optimizer, as its config builds them: every
+    prompt gets a non-zero gradient and moves; the trunk gets none and stays."""
+    cfg, model = arm_model(arm, tmp_path)
     prompts = {n: p for n, p in model.named_parameters() if n.startswith('backbone.prompts.')}
     trunk = {n: p for n, p in model.named_parameters() if n.startswith('backbone.trunk.')}
     assert len(prompts) == (0 if arm == 'head_only' else 4)
@@ -306,14 +312,7 @@ def test_adapter_arms_train_only_their_part_sized_as_the_prompt_arms(arm, tmp_pa
     and the head, nothing of the trunk: after two steps of the arm's optimizer every part
     tensor has moved (one step moves only the zero-initialised B / up-projection, whose zero
     keeps the other's gradient at zero)."""
-    cfg = Config.fromfile(arm_config(arm))
-    trunk_file = tmp_path / 'trunk.pth'
-    save_random_trunk(TINY_TRUNK, trunk_file, seed=0)
-    cfg.model.backbone.pretrained = str(trunk_file)
-    set_random_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    model.train()
+    cfg, model = arm_model(arm, tmp_path)
     part = {n: p for n, p in model.named_parameters() if n.startswith(f'backbone.{arm}.')}
     tuned = {n for n, p in model.named_parameters() if p.requires_grad}
     assert tuned == set(part) | {n for n in tuned if n.startswith('decode_head.')}
