@@ -358,3 +358,27 @@ def test_export_merges_lora_and_bias_deltas_and_the_merged_model_predicts_the_sa
     assert (inference_model(plain, img).seg_logits.data - a).abs().max() > 1e-3
     with pytest.raises(TrunkWeightsError, match='no `backbone.kv_bias.delta`'):
         init_model(str(cfg), str(tmp_path / 'merged.pth'), device='cpu')
+
+
+def test_optimizer_log_gives_the_tuning_parts_and_the_heads_separately(tiny_trunk_file,
+                                                                      monkeypatch):
+    """The trainable-parameter log splits the tuning parts (by part) from the neck and heads,
+    with the counts computed by hand."""
+    import mmseg_prompt.engine.optim_constructor as oc
+    from mmseg_prompt.testing import write_linear_head_config
+    path, _ = tiny_trunk_file
+    said = []
+    monkeypatch.setattr(oc, 'print_log', lambda msg, **kw: said.append(msg))
+    cfg = write_linear_head_config(path.parent / 'cfg.py', dict(
+        TRUNK, type='VPTDeepViT', pretrained=str(path), num_prompts=2,
+        parts=[dict(type='LoRA', rank=2)]))
+    from mmengine.config import Config
+    model = MODELS.build(Config.fromfile(cfg).model)
+    build_optim_wrapper(model, dict(type='OptimWrapper',
+                                    constructor='PromptOptimWrapperConstructor',
+                                    optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05)))
+    prompts, lora, head = 3 * 2 * 64, 3 * 2 * 2 * (64 + 64), 64 * 5 + 5
+    assert said[-1].startswith(
+        f'optimizer: {3 + 12 + 2} trainable tensors ({prompts + lora + head:,} params): tuning '
+        f'parts {prompts + lora:,} (backbone.prompts {prompts:,}, backbone.lora {lora:,}); neck '
+        f'and heads {head:,} (decode_head {head:,}); ')

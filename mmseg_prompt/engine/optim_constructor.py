@@ -22,7 +22,8 @@ class PromptOptimWrapperConstructor(DefaultOptimWrapperConstructor):
       such a tensor's name wins.
 
     Frozen modules are skipped whole (no optimizer state, no per-parameter warnings), and what
-    the optimizer gets is logged once, grouped by module.
+    the optimizer gets is logged once: the tuning parts' parameters (prompts, deltas, adapters:
+    what the papers count as the method's) and the neck's and heads' separately, by module.
 
     The parameter groups are plain dicts, as after ``Optimizer.load_state_dict`` (mmengine's
     constructor leaves ``ConfigDict`` groups, which ``torch.compile`` cannot trace through an
@@ -67,9 +68,11 @@ class PromptOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         decay = {id(p): g.get('weight_decay', 0) for g in wrapper.optimizer.param_groups
                  for p in g['params']}
         prompt_wd = sorted({decay[id(p)] for n, p in trainable if n in no_decay})
-        summary = ', '.join(f'{k} {v:,}' for k, v in groups.items())
+        parts = {k: v for k, v in groups.items() if k.startswith('backbone.')}
+        heads = {k: v for k, v in groups.items() if not k.startswith('backbone.')}
         print_log(f'optimizer: {len(trainable)} trainable tensors ({sum(groups.values()):,} '
-                  f'params: {summary}); {len(frozen)} frozen tensors left out'
+                  f'params): tuning parts {_listing(parts)}; neck and heads {_listing(heads)}; '
+                  f'{len(frozen)} frozen tensors left out'
                   + (f'; prompt weight decay {prompt_wd}' if prompt_wd else ''),
                   logger='current')
         return wrapper
@@ -91,3 +94,9 @@ class PromptOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             if any(id(p) in targets for p in group['params']):
                 group['weight_decay'] = self.base_wd * self.prompt_decay_mult
         return no_decay
+
+
+def _listing(counts: dict) -> str:
+    """'N (a n_a, b n_b)': the total of ``counts`` and each entry, as the log writes them."""
+    return f'{sum(counts.values()):,} (' + ', '.join(f'{k} {v:,}' for k, v in counts.items()) \
+        + ')'
