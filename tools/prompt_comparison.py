@@ -176,31 +176,26 @@ def run_tool(cmd: List[str], log_path: str, env: dict,
 
 def read_miou(work_dir: str) -> float:
     """mIoU from the metrics json that tools/test.py wrote under ``work_dir``."""
-    metrics = sorted(glob.glob(osp.join(work_dir, '*', '*.json')))
-    if not metrics:
-        sys.exit(f'ERROR: no metrics json under {work_dir}')
-    with open(metrics[-1]) as f:
-        return float(json.loads(f.readlines()[-1])['mIoU'])
+    from mmseg_prompt.utils.run_records import NoRecordError, test_metrics
+    try:
+        return float(test_metrics(work_dir)['mIoU'])
+    except NoRecordError as e:
+        sys.exit(f'ERROR: {e}')
 
 
 def step_time(train_dir: str) -> float:
     """Mean seconds per training iteration, from mmengine's scalars.json (the ``time`` of every
     logged iteration but the first, which includes start-up)."""
-    files = sorted(glob.glob(osp.join(train_dir, '*', 'vis_data', 'scalars.json')))
-    times = []
-    for line in open(files[-1]):
-        rec = json.loads(line)
-        if 'time' in rec and 'loss' in rec:
-            times.append(rec['time'])
+    from mmseg_prompt.utils.run_records import train_scalars
+    times = [r['time'] for r in train_scalars(train_dir) if 'time' in r and 'loss' in r]
     return statistics.mean(times[1:] or times)
 
 
 def final_losses(train_dir: str) -> Dict[str, float]:
     """Every loss term mmengine logged (``loss``, ``decode.loss_ce``, DA-VPT's
     ``loss_metric_*``, ...), averaged over the logged iterations of the second half of training."""
-    files = sorted(glob.glob(osp.join(train_dir, '*', 'vis_data', 'scalars.json')))
-    records = [json.loads(line) for line in open(files[-1])]
-    records = [r for r in records if 'loss' in r]
+    from mmseg_prompt.utils.run_records import train_scalars
+    records = [r for r in train_scalars(train_dir) if 'loss' in r]
     records = records[len(records) // 2:]
     keys = sorted({k for r in records for k in r if 'loss' in k})
     return {k: round(statistics.mean(r[k] for r in records if k in r), 5) for k in keys}
