@@ -38,7 +38,9 @@ def test_config_parses_and_carries_custom_imports(path):
     assert cfg.custom_imports == dict(imports=['mmseg_prompt'], allow_failed_imports=False)
     assert cfg.tta_model.type == 'SegTTAModel'
     assert cfg.tta_pipeline and cfg.tta_pipeline_0x
-    heads = [h.num_classes for h in (cfg.model.decode_head, cfg.model.auxiliary_head) if h]
+    aux = cfg.model.get('auxiliary_head')
+    aux = list(aux) if isinstance(aux, (list, tuple)) else [aux]  # one head, or a list of them
+    heads = [h.num_classes for h in [cfg.model.decode_head] + aux if h]
     for loader in ('train_dataloader', 'test_dataloader'):  # right after loading the labels
         types = [t.type for t in cfg[loader].dataset.pipeline]
         i = types.index('CheckSegLabels')
