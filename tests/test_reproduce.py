@@ -62,8 +62,8 @@ def test_reproduce_trains_tests_writes_resumes_after_a_kill_and_skips_what_is_do
     for r in records:
         assert osp.isfile(r['checkpoint']) and r['checkpoint'].endswith('iter_6.pth')
         assert 0 <= r['single_scale'] <= 100 and 0 <= r['multi_scale'] <= 100
-        assert r['train_seconds'] > 0 and r['paper'] == dict(single_scale=None,
-                                                              multi_scale=None, source='')
+        assert r['train_seconds'] > 0 and r['paper'] == dict(
+            single_scale=None, multi_scale=None, unstated_scale=None, source='')
         # each number is the one tools/test.py wrote in the stage's work dir
         for style, key in (('ss', 'single_scale'), ('ms', 'multi_scale')):
             from mmseg_prompt.utils.run_records import test_metrics
@@ -92,6 +92,26 @@ def check_metafile(meta, records):
         assert result['Task'] == 'Semantic Segmentation' and result['Dataset'] == 'ADE20K'
         assert result['Metrics'] == {'mIoU': r['single_scale'],
                                      'mIoU(ms+flip)': r['multi_scale']}
+
+
+def test_each_named_table_maps_its_rows_to_existing_configs():
+    """--table names map the papers' rows to configs that exist, with the numbers quoted."""
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    try:
+        import reproduce
+    finally:
+        sys.path.pop(0)
+    assert set(reproduce.TABLES) == {'cvpt_ade20k', 'davpt_ade20k', 'davpt_pascal_context'}
+    for rows in reproduce.TABLES.values():
+        for row in rows:
+            assert osp.isfile(osp.join(REPO, row.config)), row.config
+    cvpt = {r.method: (r.single_scale, r.multi_scale) for r in reproduce.TABLES['cvpt_ade20k']}
+    assert cvpt['CVPT, 200 prompts'] == (45.66, 47.92) and cvpt['VPT-Deep'] == (42.11, 44.06)
+    pc = {r.method: r.unstated_scale for r in reproduce.TABLES['davpt_pascal_context']}
+    assert pc['DA-VPT+'] == 50.40 and pc['VPT-Deep'] == 49.51
+    res = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'reproduce.py'), '--table',
+                          'nope'], capture_output=True, text=True)
+    assert res.returncode == 2 and 'cvpt_ade20k' in res.stderr
 
 
 @pytest.mark.parametrize('stage', ['train', 'test'])
