@@ -102,3 +102,40 @@ def test_training_flops_count_cpu_attention_forward_and_backward():
     macs = tool._train_flops(lambda: F.scaled_dot_product_attention(q, k, v).sum(), [q, k, v])
     assert macs == 7 * B * H * N * M * d
     assert q.grad is None  # the count leaves no gradients behind
+
+
+def test_op_counter_counts_what_a_step_dispatches_views_left_out():
+    """By hand: (a^T a).relu().sum() and its backward dispatch mm (forward), relu, sum, then
+    ones_like (the seed), threshold_backward, two mm (one per use of a) and the add that
+    accumulates a's two gradients; the transposes and the expand are views."""
+    import torch
+
+    from mmseg_prompt.utils.op_counter import KernelOpCounter
+    a = torch.randn(4, 4, requires_grad=True)
+    with KernelOpCounter() as ops:
+        (a.t() @ a).relu().sum().backward()
+    assert dict(ops.counts) == dict(mm=3, relu=1, sum=1, ones_like=1, threshold_backward=1,
+                                    add=1)
+    assert ops.total == 8 and ops.copies == 0
+    with KernelOpCounter() as ops:
+        a.to(torch.bfloat16).clone()
+    assert ops.copies == 2 and ops.total == 2
+
+
+@pytest.mark.slow  # runs the benchmark tool in subprocesses
+def test_count_ops_prints_the_kernel_launch_table(tmp_path):
+    res = subprocess.run(
+        [sys.executable, f'{REPO}/tools/analysis/benchmark_prompts.py', '--count-ops',
+         '--model-kwargs', 'depth=4', 'embed_dim=64', 'num_heads=2', '--img', '32', '--batch',
+         '1', '--prompts', '4', '--dtype', 'bf16', '--out', str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads((tmp_path / 'ops.json').read_text())
+    rows = {(r['method'], r['prompts']): r for r in data['results']}
+    assert set(rows) == {('trunk', 0), ('vpt', 4), ('cvpt', 4)}
+    trunk, cvpt = rows[('trunk', 0)], rows[('cvpt', 4)]
+    extra = (cvpt['train_ops'] - trunk['train_ops']) / 4
+    assert f'| CVPT, 4 | {cvpt["train_ops"]} | {extra:.1f} | {cvpt["train_copies"]} |' \
+        in res.stdout
+    assert trunk['train_counts']['_to_copy'] > 0  # bf16 autocast re-casts the frozen weights
+    assert sum(trunk['train_counts'].values()) == trunk['train_ops']

@@ -64,6 +64,12 @@ def parse_args(argv=None):
     p.add_argument('--profile', action='store_true',
                    help='also write a torch.profiler table of one training step per case '
                    '(profile_<method>_<M>.txt in --out)')
+    p.add_argument('--model-kwargs', nargs='+', default=[], metavar='KEY=INT',
+                   help='timm model arguments, e.g. depth=4 embed_dim=256 num_heads=4')
+    p.add_argument('--count-ops', action='store_true',
+                   help='count the kernel-launching operators of one training step (forward '
+                        'and backward) and one inference per method instead of timing them '
+                        '(docs/cost.md, "Kernel launches")')
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--rounds', type=int, default=1,
@@ -92,12 +98,13 @@ def build(args, method, prompts):
     import timm
     from mmengine.config import Config
     from mmseg.registry import MODELS
-    probe = timm.create_model(args.model, pretrained=False)
+    kwargs = model_kwargs(args)
+    probe = timm.create_model(args.model, pretrained=False, **kwargs)
     depth, width = len(probe.blocks), probe.embed_dim
     del probe
     out_indices = tuple(depth * k // 4 - 1 for k in (1, 2, 3, 4))
     backbone = dict(type=METHOD_TYPES[method], model_name=args.model, img_size=args.img,
-                    out_indices=out_indices, with_cp=args.with_cp)
+                    out_indices=out_indices, with_cp=args.with_cp, model_kwargs=kwargs)
     if method != 'trunk':
         backbone.update(num_prompts=prompts, prompt_dropout=args.prompt_dropout)
     if method == 'cvpt':
@@ -112,6 +119,66 @@ def build(args, method, prompts):
     model.decode_head.update(in_channels=[width] * 4, norm_cfg=norm)
     model.auxiliary_head.update(in_channels=width, norm_cfg=norm)
     return MODELS.build(model)
+
+
+def model_kwargs(args) -> dict:
+    """``--model-kwargs key=int ...`` as a dict."""
+    out = {}
+    for item in args.model_kwargs:
+        key, _, value = item.partition('=')
+        out[key] = int(value)
+    return out
+
+
+def count_ops(args, method, prompts):
+    """The operators (views left out) of one training step, forward and backward as
+    ``--dtype`` trains, and of one inference forward; the copies among them."""
+    import torch
+    from mmengine.registry import init_default_scope
+
+    import mmseg_prompt  # noqa: F401
+    from mmseg_prompt.utils.op_counter import KernelOpCounter
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    model = build(args, method, prompts)
+    x = torch.randn(args.batch, 3, args.img, args.img)
+    if method == 'trunk':
+        x.requires_grad_(True)  # the loss back-propagates through every frozen block
+    model.train()
+    _train_step(args, model, x, None)  # once untimed and uncounted: lazy set-up stays out
+    with KernelOpCounter() as train:
+        _train_step(args, model, x, None)
+    model.eval()
+    x.requires_grad_(False)
+    _infer(args, model, x)
+    with KernelOpCounter() as infer:
+        _infer(args, model, x)
+    depth = (model if args.head == 'none' else model.backbone).depth
+    return dict(method=method, prompts=prompts if method != 'trunk' else 0, depth=depth,
+                train_ops=train.total, train_copies=train.copies, infer_ops=infer.total,
+                infer_copies=infer.copies, train_counts=dict(train.counts.most_common()))
+
+
+def op_table(meta, results):
+    """The kernel-launch table: per method, the operators of a training step and an inference,
+    the extra per (prompted) block against the frozen trunk, and the copies."""
+    base = next((r for r in results if r['method'] == 'trunk'), None)
+    lines = [f"kernel-launching operators (views left out), {meta['model']} "
+             f"{meta['model_kwargs']} at {meta['img']}x{meta['img']}, batch {meta['batch']}, "
+             f"{meta['dtype'] or 'fp32'}, prompt dropout {meta['prompt_dropout']}, "
+             f"cross_proj_drop {meta['cross_proj_drop']}, fold={meta['fold']}", '',
+             '| method | ops per training step | extra per block | copies (train) | '
+             'ops per inference | extra per block | copies (infer) |',
+             '|---|---:|---:|---:|---:|---:|---:|']
+    for r in results:
+        name = 'frozen trunk' if r['method'] == 'trunk' else \
+            f"{dict(vpt='VPT-Deep', cvpt='CVPT')[r['method']]}, {r['prompts']}"
+        extra = ['-', '-']
+        if base is not None and r is not base:
+            extra = [f"{(r[k] - base[k]) / r['depth']:.1f}" for k in ('train_ops', 'infer_ops')]
+        lines.append(f"| {name} | {r['train_ops']} | {extra[0]} | {r['train_copies']} | "
+                     f"{r['infer_ops']} | {extra[1]} | {r['infer_copies']} |")
+    return '\n'.join(lines)
 
 
 def run_case(args, method, prompts):
@@ -362,6 +429,26 @@ def run_all(args):
     return results
 
 
+def count_all(args):
+    """``--count-ops``: every case in a fresh process; prints the table, writes ops.json."""
+    os.makedirs(args.out, exist_ok=True)
+    results = []
+    for method, m in cases(args):
+        cmd = [sys.executable, osp.abspath(__file__), '--case', f'{method}:{m}'] + sys.argv[1:]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f'case {method} {m} failed:\n{proc.stderr[-3000:]}')
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    meta = dict(model=args.model, model_kwargs=model_kwargs(args), img=args.img,
+                batch=args.batch, dtype=args.dtype, prompt_dropout=args.prompt_dropout,
+                cross_proj_drop=args.cross_proj_drop, fold=args.fold)
+    with open(osp.join(args.out, 'ops.json'), 'w') as f:
+        json.dump(dict(meta=meta, results=results), f, indent=1)
+    print(op_table(meta, results))
+    print(f'\nwrote {osp.join(args.out, "ops.json")}')
+    return results
+
+
 def merge_rounds(rounds):
     """One case over its rounds: median times, the highest peak, the (equal) FLOPs."""
     merged = dict(rounds[0])
@@ -506,7 +593,11 @@ def main(argv=None):
     args = parse_args(argv)
     if args.case:
         method, m = args.case.split(':')
-        print(json.dumps(run_case(args, method, int(m))))
+        case = count_ops if args.count_ops else run_case
+        print(json.dumps(case(args, method, int(m))))
+        return
+    if args.count_ops:
+        count_all(args)
         return
     if args.report:
         runs = []
