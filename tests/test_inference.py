@@ -8,6 +8,7 @@ trunk, narrow heads, a 128 sliding window); the trunk file, data and checkpoints
 import glob
 import json
 import os.path as osp
+import shutil
 import subprocess
 import sys
 
@@ -19,9 +20,10 @@ import torch
 pytestmark = pytest.mark.slow  # mmseg's APIs and the tools in subprocesses, every config
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # the UperNet configs (the prompt comparison's linear-head arms have their own end-to-end test,
-# tests/test_prompt_comparison.py, which runs mmseg's APIs on them)
+# tests/test_prompt_comparison.py, which runs mmseg's APIs on them; the SETR-PUP ones of the
+# papers' protocol train an iteration in tests/test_paper_protocol.py)
 CONFIGS = sorted(p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
-                 if '_base_' not in p and 'comparison' not in p)
+                 if '_base_' not in p and 'comparison' not in p and 'paper_protocol' not in p)
 
 
 def rel(path):
@@ -185,3 +187,27 @@ def test_infer_tool_writes_masks_overlays_and_labels(shrunk, tmp_path):
     res = run([f'{REPO}/tools/infer.py', job['images'][0], job['config'], missing,
                '--out-dir', out])
     assert res.returncode != 0 and f'checkpoint file {missing} does not exist' in res.stderr
+
+
+def test_infer_tool_segments_every_readable_image_and_lists_the_unreadable(shrunk, tmp_path):
+    """A folder with a corrupt image: every readable one is segmented (as the API predicts),
+    the unreadable one is listed at the end, and the exit status is non-zero."""
+    job = shrunk[osp.join(REPO, 'configs', 'cvpt_vitl_ade20k.py')]
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for path in job['images']:
+        shutil.copy(path, folder)
+    broken = folder / 'broken.jpg'
+    broken.write_bytes(b'\xff\xd8 not really a jpeg')
+    out = tmp_path / 'out'
+    res = run([f'{REPO}/tools/infer.py', folder, job['config'], job['checkpoint'],
+               '--out-dir', out, '--device', 'cpu'])
+    assert res.returncode != 0
+    assert f'1 of {len(job["images"]) + 1} images could not be read' in res.stderr
+    assert str(broken) in res.stderr
+    preds = np.load(job['out'])
+    for i, img_path in enumerate(job['images']):
+        stem = osp.splitext(osp.basename(img_path))[0]
+        labels = cv2.imread(str(out / 'labels' / f'{stem}.png'), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(labels, preds[f'api{i}'])
+    assert not (out / 'labels' / 'broken.png').exists()

@@ -370,3 +370,53 @@ def test_rng_states_come_back_from_a_checkpoint_loaded_onto_the_device(device):
     got = (torch.rand(4), torch.rand(4, device=device), random.random(), np.random.rand())
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     assert got[2:] == expected[2:]
+
+
+def cut_short(src, dst, keep=0.6):
+    """A copy of ``src`` with only the first ``keep`` of its bytes, as a copy cut short."""
+    data = open(src, 'rb').read()
+    open(dst, 'wb').write(data[:int(len(data) * keep)])
+
+
+def test_damaged_checkpoints_are_named_with_their_size_and_the_fix(toy, tmp_path):
+    """tools/test.py on a truncated checkpoint, tools/train.py --resume when the last
+    checkpoint is damaged (the intact ones listed with the command; nothing deleted), and a
+    trunk file that is not a checkpoint; the intact files pass the same checks."""
+    from mmseg_prompt.utils.checkpoint_files import check_checkpoint_file
+    work = tmp_path / 'work'
+    res = train(CVPT, work, toy['opts'] + ['default_hooks.checkpoint.interval=1',
+                                         'default_hooks.checkpoint.max_keep_ckpts=3'], iters=2)
+    assert res.returncode == 0, res.stderr[-3000:]
+    good, last = work / 'iter_1.pth', work / 'iter_2.pth'
+    check_checkpoint_file(str(good))  # the right input passes
+    cut_short(last, tmp_path / 'copy.pth')
+    shutil.copy(tmp_path / 'copy.pth', last)  # the last checkpoint, cut short
+    size = os.path.getsize(last)
+    res = run([sys.executable, f'{REPO}/tools/test.py', CVPT, last, '--work-dir',
+               tmp_path / 'test', '--cfg-options', *toy['opts']])
+    assert res.returncode != 0
+    assert f'checkpoint {last} is truncated or corrupt ({size:,} bytes' in res.stderr
+    assert 'central directory' not in res.stderr.splitlines()[-1]
+
+    assert open(work / 'last_checkpoint').read().strip().endswith('iter_2.pth')
+    res = train(CVPT, work, toy['opts'], '--resume', iters=3)
+    assert res.returncode != 0
+    message = res.stderr.strip().splitlines()[-1]
+    assert f'the checkpoint to resume from {last} is truncated or corrupt' in message
+    assert 'named by' in message and f'Intact checkpoints in {work}: iter_1.pth' in message
+    assert f'--resume {good}' in message and 'nothing was deleted' in message
+    assert good.exists() and last.exists()
+    kept = tmp_path / 'kept.pth'
+    shutil.copy(good, kept)
+    res = train(CVPT, work, toy['opts'], '--resume', good, iters=3)  # the command it gives
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert 'Iter(train) [3/3]' in res.stdout
+
+    text = tmp_path / 'trunk.pth'
+    text.write_text('this is not a checkpoint\n')
+    res = run([sys.executable, f'{REPO}/tools/test.py', CVPT, kept, '--work-dir',
+               tmp_path / 'test2', '--cfg-options', *toy['opts'],
+               f'model.backbone.pretrained={text}'])
+    assert res.returncode != 0
+    assert f'pretrained trunk file {text} is not a PyTorch checkpoint (25 bytes' in res.stderr
+    assert 'weights_only' not in res.stderr.strip().splitlines()[-1]

@@ -16,6 +16,7 @@ config's test dataset's.
 import argparse
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import Config, DictAction
 
@@ -114,6 +115,8 @@ def main(argv=None):
     from mmseg.visualization import SegLocalVisualizer
 
     import mmseg_prompt  # noqa: F401  (the config's custom_imports does the same)
+    from mmseg_prompt.utils.checkpoint_files import check_checkpoint_file
+    check_checkpoint_file(args.checkpoint, fix='Copy it again from where it was saved.')
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -135,17 +138,27 @@ def main(argv=None):
     print(f'segmenting {len(images)} images on {device} into {args.out_dir}/'
           f'{{masks,overlays,labels}}/', flush=True)
     bar = ProgressBar(len(images))
+    unreadable = []
     for path, stem in images:
-        result = inference_model(model, path)
+        image = mmcv.imread(path, channel_order='bgr') if osp.getsize(path) else None
+        if image is None:  # not an image a decoder reads (corrupt, truncated, empty)
+            unreadable.append(path)
+            bar.update()
+            continue
+        result = inference_model(model, image)
         pred = result.pred_sem_seg.data[0].cpu().numpy()
         mmcv.imwrite(pred.astype(np.uint8 if num_classes <= 256 else np.uint16),
                      osp.join(dirs['labels'], f'{stem}.png'))
         mmcv.imwrite(palette[pred][..., ::-1], osp.join(dirs['masks'], f'{stem}.png'))  # BGR
-        visualizer.add_datasample(stem, mmcv.imread(path, channel_order='rgb'), result,
+        visualizer.add_datasample(stem, image[..., ::-1], result,
                                   draw_gt=False, with_labels=args.with_labels,
                                   out_file=osp.join(dirs['overlays'], f'{stem}.png'))
         bar.update()
-    print(f'\nwrote {len(images)} masks, overlays and label maps to {args.out_dir}', flush=True)
+    done = len(images) - len(unreadable)
+    print(f'\nwrote {done} masks, overlays and label maps to {args.out_dir}', flush=True)
+    if unreadable:
+        sys.exit(f'{len(unreadable)} of {len(images)} images could not be read, so they were not '
+                 f'segmented:\n' + '\n'.join(f'  {p}' for p in unreadable))
 
 
 if __name__ == '__main__':

@@ -48,6 +48,9 @@ def build_cfg(args) -> Config:
     cfg = load_tool_config(args)
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
+    from mmseg_prompt.utils.checkpoint_files import check_checkpoint_file
+    check_checkpoint_file(args.checkpoint, fix='Copy it again from where it was saved, or test '
+                          'another checkpoint of its work dir.')
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         hook = cfg.default_hooks.get('visualization')

@@ -88,7 +88,35 @@ def build_cfg(args) -> Config:
         cfg.resume = True
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    if args.resume is not None:
+        check_resume_checkpoint(args, cfg)
     return cfg
+
+
+def check_resume_checkpoint(args, cfg: Config) -> None:
+    """Refuse to resume from a damaged checkpoint, naming it and the intact ones of its work
+    dir with the command that resumes from the newest; nothing is deleted."""
+    from mmseg_prompt.utils.checkpoint_files import (DamagedCheckpointError,
+                                                     check_checkpoint_file,
+                                                     intact_checkpoints, last_checkpoint)
+    if args.resume == 'auto':
+        path, named = last_checkpoint(cfg.work_dir), f' (named by {cfg.work_dir}/last_checkpoint)'
+        if not path or not osp.isfile(path):
+            return  # nothing to resume from: mmengine starts afresh, as mmseg does
+    else:
+        path, named = args.resume, ''
+    try:
+        check_checkpoint_file(path, what='the checkpoint to resume from')
+    except DamagedCheckpointError as e:
+        folder = osp.dirname(path) or '.'
+        intact = [p for p in intact_checkpoints(folder) if osp.abspath(p) != osp.abspath(path)]
+        if intact:
+            listing = ', '.join(osp.basename(p) for p in intact)
+            fix = (f'Intact checkpoints in {folder}: {listing}. Resume from the newest with: '
+                   f'python tools/train.py {args.config} --resume {intact[0]}')
+        else:
+            fix = f'{folder} has no intact checkpoint: start again without --resume'
+        raise DamagedCheckpointError(f'{e}{named}. {fix} (nothing was deleted).') from e
 
 
 def main(argv=None):

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from timm.models import load_state_dict, model_entrypoint
 
+from ...utils.checkpoint_files import DamagedCheckpointError, check_checkpoint_file
 from ..utils.state_dict_diff import diff_state_dict
 
 # Keys of the classification head: the trunk is built with num_classes=0, so they are dropped.
@@ -91,6 +92,13 @@ def load_trunk_weights(trunk: nn.Module, path: Union[str, Path], model_name: str
         except (KeyError, ValueError, RuntimeError) as e:
             raise TrunkWeightsError(f'{path} does not fit {model_name}: {e}') from e
         return
+    if path.suffix != '.safetensors':
+        try:
+            check_checkpoint_file(str(path), what='pretrained trunk file', fix=(
+                f'Use the timm checkpoint of {model_name} (.pth, .safetensors or Google .npz) '
+                f'in `pretrained` / `init_cfg.checkpoint`.'))
+        except DamagedCheckpointError as e:
+            raise TrunkWeightsError(str(e)) from e
     try:
         state_dict = load_state_dict(str(path), weights_only=True)
     except Exception as e:  # unreadable or not a checkpoint at all
