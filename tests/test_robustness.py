@@ -420,3 +420,73 @@ def test_damaged_checkpoints_are_named_with_their_size_and_the_fix(toy, tmp_path
     assert res.returncode != 0
     assert f'pretrained trunk file {text} is not a PyTorch checkpoint (25 bytes' in res.stderr
     assert 'weights_only' not in res.stderr.strip().splitlines()[-1]
+
+
+def first_label(data_root):
+    return sorted(glob.glob(str(data_root / 'annotations/training/*.png')))[0]
+
+
+@pytest.mark.slow  # trains through tools/train.py in subprocesses
+def test_16_bit_and_rgb_label_files_are_refused_whatever_the_pipeline(toy, tmp_path):
+    """A 16-bit label PNG holding class 300 is refused with its bit depth and values, through
+    the shipped pipeline (CheckSegLabels) and through a user's own pipeline without it (the
+    schedule bases' hook reads each file's header); so is an RGB label under the user's own
+    pipeline. The same data with the 8-bit label as it was trains."""
+    own = tmp_path / 'own_pipeline.py'
+    own.write_text(f"""_base_ = ['{CVPT}']
+train_pipeline = [dict(type='LoadImageFromFile'),
+                  dict(type='LoadAnnotations', reduce_zero_label=True),
+                  dict(type='RandomCrop', crop_size=(128, 128)),
+                  dict(type='PackSegInputs')]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+""")
+    data = copy_data(toy, tmp_path)
+    label = first_label(data)
+    seg8 = cv2.imread(label, cv2.IMREAD_UNCHANGED)
+    res = train(own, tmp_path / 'ok', opts_for(toy, data), iters=1)
+    assert res.returncode == 0, res.stderr[-3000:]  # the right input passes
+
+    seg16 = seg8.astype(np.uint16)
+    seg16[3, 3] = 300
+    cv2.imwrite(label, seg16)
+    for config in (CVPT, own):
+        res = train(config, tmp_path / f'w{osp.basename(config)}', opts_for(toy, data), iters=1)
+        assert res.returncode != 0
+        assert f'label file {label} is a 16-bit PNG' in res.stderr, res.stderr[-2000:]
+        assert '300' in res.stderr and "dict(type='LoadWideSegLabels')" in res.stderr
+
+    cv2.imwrite(label, np.stack([seg8] * 3, -1))  # a colour-coded mask
+    res = train(own, tmp_path / 'rgb', opts_for(toy, data), iters=1)
+    assert res.returncode != 0
+    assert f'label file {label} is RGB, 8-bit (PNG colour type 2)' in res.stderr
+
+
+def test_wide_labels_are_read_as_written(tmp_path):
+    """LoadWideSegLabels keeps a 16-bit map's class ids (mmseg's LoadAnnotations turns 300 into
+    44), applies reduce_zero_label with its ignore_index, and reads 8-bit maps as mmseg does."""
+    from mmseg.datasets.transforms import LoadAnnotations
+
+    from mmseg_prompt.datasets import LoadWideSegLabels, png_header
+    seg = np.random.RandomState(0).randint(0, 400, (6, 7)).astype(np.uint16)
+    seg[0, 0], seg[0, 1] = 0, 300
+    path = str(tmp_path / 'wide.png')
+    cv2.imwrite(path, seg)
+    assert png_header(path) == (7, 6, 16, 0)
+
+    def load(transform, reduce):
+        return transform(dict(seg_map_path=path, reduce_zero_label=reduce,
+                              seg_fields=[]))['gt_seg_map']
+    wide = load(LoadWideSegLabels(), False)
+    assert wide.dtype == np.uint16 and np.array_equal(wide, seg)
+    assert load(LoadAnnotations(), False)[0, 1] == 44  # the cast this loader avoids
+    reduced = load(LoadWideSegLabels(reduce_zero_label=True, ignore_index=65535), True)
+    expected = seg.astype(np.int64) - 1
+    expected[seg == 0] = 65535
+    assert np.array_equal(reduced, expected)
+    eight = str(tmp_path / 'eight.png')
+    cv2.imwrite(eight, (seg % 150).astype(np.uint8))
+    mmseg = LoadAnnotations(reduce_zero_label=True)(dict(
+        seg_map_path=eight, reduce_zero_label=True, seg_fields=[]))['gt_seg_map']
+    ours = LoadWideSegLabels(reduce_zero_label=True)(dict(
+        seg_map_path=eight, reduce_zero_label=True, seg_fields=[]))['gt_seg_map']
+    assert np.array_equal(ours, mmseg)

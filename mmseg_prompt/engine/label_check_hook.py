@@ -4,8 +4,11 @@
 a Runner is built and give it to ``CheckSegLabels``. mmseg's stock tools and a Runner built by hand
 do neither; this hook (in the schedule bases' ``default_hooks``) does the same on what the Runner
 built: before training, the heads against the training dataset's classes; on every batch, the
-labels against the heads, naming the label file.
+labels against the heads, naming the label file; and each label file's header once (one
+channel, 16 bits only with a loader that keeps them, its image's size: ``label_files.py``),
+whatever pipeline the config has.
 """
+import os.path as osp
 from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
@@ -14,12 +17,24 @@ from mmengine.hooks.hook import DATA_BATCH
 from mmseg.registry import HOOKS
 
 from mmseg_prompt.datasets.label_check import value_message
+from mmseg_prompt.datasets.label_files import LoadWideSegLabels, label_file_problem
 from mmseg_prompt.utils.heads import named_heads
 
 from .utils import unwrap_model
 
 if TYPE_CHECKING:
     from mmengine.runner import Runner
+
+
+def _reads_16_bits(dataset) -> bool:
+    """Whether the dataset's pipeline loads labels with LoadWideSegLabels (through dataset
+    wrappers such as RepeatDataset: their ``dataset``)."""
+    while dataset is not None:
+        transforms = getattr(getattr(dataset, 'pipeline', None), 'transforms', None) or []
+        if any(isinstance(t, LoadWideSegLabels) for t in transforms):
+            return True
+        dataset = getattr(dataset, 'dataset', None)
+    return False
 
 
 def _samples(data_samples) -> list:
@@ -36,6 +51,9 @@ class SegLabelCheckHook(Hook):
     stop at a batch whose labels lie outside the heads' classes, naming the label file."""
 
     priority = 'VERY_HIGH'  # before hooks that read labels in before_train (class mapping)
+
+    def __init__(self):
+        self._files_checked = set()  # label files whose header was read (once each)
 
     def _limit(self, runner) -> Optional[Tuple[int, int, str]]:
         """(smallest num_classes of the heads, ignore_index, its config key), or None."""
@@ -60,9 +78,24 @@ class SegLabelCheckHook(Hook):
             f'model.decode_head.num_classes={len(classes)} '
             f'model.auxiliary_head.num_classes={len(classes)}).')
 
-    def _check_batch(self, runner, data_batch) -> None:
+    def _check_files(self, samples, dataloader) -> None:
+        """Each label file's header, once: refused as ``label_file_problem`` says."""
+        keeps_16_bits = None
+        for sample in samples:
+            path = sample.metainfo.get('seg_map_path')
+            if not isinstance(path, str) or path in self._files_checked or not osp.isfile(path):
+                continue
+            if keeps_16_bits is None:
+                keeps_16_bits = _reads_16_bits(dataloader.dataset)
+            problem = label_file_problem(path, sample.metainfo.get('ori_shape'), keeps_16_bits)
+            if problem:
+                raise ValueError(problem)
+            self._files_checked.add(path)
+
+    def _check_batch(self, runner, data_batch, dataloader) -> None:
         if not isinstance(data_batch, dict):
             return
+        self._check_files(_samples(data_batch.get('data_samples')), dataloader)
         limit = self._limit(runner)
         if limit is None:
             return
@@ -79,12 +112,12 @@ class SegLabelCheckHook(Hook):
 
     def before_train_iter(self, runner: 'Runner', batch_idx: int,
                           data_batch: DATA_BATCH = None) -> None:
-        self._check_batch(runner, data_batch)
+        self._check_batch(runner, data_batch, runner.train_dataloader)
 
     def before_val_iter(self, runner: 'Runner', batch_idx: int,
                         data_batch: DATA_BATCH = None) -> None:
-        self._check_batch(runner, data_batch)
+        self._check_batch(runner, data_batch, runner.val_dataloader)
 
     def before_test_iter(self, runner: 'Runner', batch_idx: int,
                          data_batch: DATA_BATCH = None) -> None:
-        self._check_batch(runner, data_batch)
+        self._check_batch(runner, data_batch, runner.test_dataloader)
