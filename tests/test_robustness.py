@@ -403,7 +403,8 @@ def test_damaged_checkpoints_are_named_with_their_size_and_the_fix(toy, tmp_path
     assert res.returncode != 0
     message = res.stderr.strip().splitlines()[-1]
     assert f'the checkpoint to resume from {last} is truncated or corrupt' in message
-    assert 'named by' in message and f'Intact checkpoints in {work}: iter_1.pth' in message
+    assert f'It is the one {work}/last_checkpoint names.' in message
+    assert f'Intact checkpoints in {work}: iter_1.pth' in message
     assert f'--resume {good}' in message and 'nothing was deleted' in message
     assert good.exists() and last.exists()
     kept = tmp_path / 'kept.pth'

@@ -100,7 +100,8 @@ def check_resume_checkpoint(args, cfg: Config) -> None:
                                                      check_checkpoint_file,
                                                      intact_checkpoints, last_checkpoint)
     if args.resume == 'auto':
-        path, named = last_checkpoint(cfg.work_dir), f' (named by {cfg.work_dir}/last_checkpoint)'
+        path = last_checkpoint(cfg.work_dir)
+        named = f' It is the one {cfg.work_dir}/last_checkpoint names.'
         if not path or not osp.isfile(path):
             return  # nothing to resume from: mmengine starts afresh, as mmseg does
     else:
@@ -116,7 +117,7 @@ def check_resume_checkpoint(args, cfg: Config) -> None:
                    f'python tools/train.py {args.config} --resume {intact[0]}')
         else:
             fix = f'{folder} has no intact checkpoint: start again without --resume'
-        raise DamagedCheckpointError(f'{e}{named}. {fix} (nothing was deleted).') from e
+        raise DamagedCheckpointError(f'{e}{named} {fix} (nothing was deleted).') from e
 
 
 def main(argv=None):
