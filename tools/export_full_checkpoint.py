@@ -53,13 +53,9 @@ def merge_parts(model, cfg: Config):
     config."""
     from mmseg.registry import MODELS
     backbone = model.backbone
-    merged = []
-    for part in backbone.parts:
-        try:
-            part.merge_into(backbone.trunk)
-        except NotImplementedError:
-            continue
-        merged.append(part)
+    merged = [part for part in backbone.parts if part.MERGES_INTO_TRUNK]
+    for part in merged:
+        part.merge_into(backbone.trunk)
     if not merged:
         raise SystemExit(f'--merge: none of the tuning parts of {type(backbone).__name__} '
                          f'({", ".join(type(p).__name__ for p in backbone.parts) or "none"}) '

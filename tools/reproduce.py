@@ -211,10 +211,10 @@ def run_row(args, row: PaperRow) -> dict:
 
 
 def _write_json(path: str, data) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    """``data`` as JSON in ``path``, through a temporary and a rename (a killed job leaves the
+    previous record)."""
+    from mmseg_prompt.utils.atomic_checkpoint import write_atomically
+    write_atomically(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
 def results_markdown(records: List[dict]) -> str:

@@ -136,6 +136,9 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         if 'prompts' not in self.part_names:
             self.prompts = None
         self._check_composition()
+        # the parts' roles, found once (the forward asks for them in every block)
+        self._sequence_name = next((p.NAME for p in self.parts if p.CHANGES_SEQUENCE), None)
+        self._guided_name = next((p.NAME for p in self.parts if p.guided_blocks), None)
         tuned_checkpoint.register_state_dict_hooks(self)
 
     def _add_part(self, cfg: dict) -> TuningPart:
@@ -174,11 +177,13 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
 
     @property
     def sequence_part(self) -> Optional[TuningPart]:
-        return next((p for p in self.parts if p.CHANGES_SEQUENCE), None)
+        """The part that changes the token sequence, or None."""
+        return None if self._sequence_name is None else self._modules[self._sequence_name]
 
     @property
     def guided_part(self) -> Optional[GuidedPromptsContract]:
-        return next((p for p in self.parts if p.guided_blocks), None)
+        """The part with metric-guided blocks, or None."""
+        return None if self._guided_name is None else self._modules[self._guided_name]
 
     @property
     def bias_tuning(self) -> bool:

@@ -31,6 +31,7 @@ class KVBiasDeltas(TuningPart):
 
     NAME = 'kv_bias'
     METHOD = 'K/V bias tuning'
+    MERGES_INTO_TRUNK = True
 
     def __init__(self, embed_dim: int, depth: int):
         super().__init__()

@@ -50,6 +50,7 @@ class LoRA(TuningPart):
     NAME = 'lora'
     TRUNK_ARGS = ('depth',)
     METHOD = 'LoRA'
+    MERGES_INTO_TRUNK = True
 
     def __init__(self, depth: int, rank: int = 8, alpha: Optional[float] = None,
                  dropout: float = 0.0, targets: Sequence[str] = ('q', 'v'),
@@ -82,23 +83,18 @@ class LoRA(TuningPart):
         return f'{block}_{target}'
 
     def attach(self, trunk: nn.Module, model_name: str) -> None:
-        """Create A and B for each target Linear of the chosen blocks and hook the Linears."""
+        """Create A and B for each target of the chosen blocks and hook their Linears (one hook
+        per Linear, for all its targets)."""
         for i in self.blocks:
-            hooked: Dict[str, List[Tuple[str, int, int]]] = {}
+            hooked: Dict[int, Tuple[nn.Linear, List[Tuple[str, int, int]]]] = {}
             for target in self.targets:
-                linear_name = 'qkv' if target in _QKV_THIRDS else target
-                linear = _find_linear(trunk.blocks[i], linear_name, i, model_name)
-                out, start = linear.out_features, 0
-                if target in _QKV_THIRDS:
-                    out = linear.out_features // 3
-                    start = _QKV_THIRDS.index(target) * out
+                linear, start, width = _target_rows(trunk.blocks[i], target, i, model_name)
                 a = torch.empty(self.rank, linear.in_features)
                 nn.init.kaiming_uniform_(a, a=math.sqrt(5))
                 self.lora_A[self.key(i, target)] = nn.Parameter(a)
-                self.lora_B[self.key(i, target)] = nn.Parameter(torch.zeros(out, self.rank))
-                hooked.setdefault(linear_name, []).append((target, start, out))
-            for linear_name, slices in hooked.items():
-                linear = _find_linear(trunk.blocks[i], linear_name, i, model_name)
+                self.lora_B[self.key(i, target)] = nn.Parameter(torch.zeros(width, self.rank))
+                hooked.setdefault(id(linear), (linear, []))[1].append((target, start, width))
+            for linear, slices in hooked.values():
                 # a partial, not a closure: a deep copy of the model hooks the copy's part
                 linear.register_forward_hook(partial(
                     _add_lora, part=self, block=i, slices=tuple(sorted(slices, key=_start))))
@@ -114,13 +110,10 @@ class LoRA(TuningPart):
         with torch.no_grad():
             for i in self.blocks:
                 for target in self.targets:
-                    linear_name = 'qkv' if target in _QKV_THIRDS else target
-                    linear = _find_linear(trunk.blocks[i], linear_name, i, '')
+                    linear, start, width = _target_rows(trunk.blocks[i], target, i, '')
                     key = self.key(i, target)
                     w = self.lora_B[key] @ self.lora_A[key] * self.scaling
-                    start = _QKV_THIRDS.index(target) * w.shape[0] \
-                        if target in _QKV_THIRDS else 0
-                    linear.weight[start:start + w.shape[0]] += w.to(linear.weight.dtype)
+                    linear.weight[start:start + width] += w.to(linear.weight.dtype)
 
     def weights_layout(self) -> dict:
         return dict(lora=dict(rank=self.rank, alpha=self.alpha, targets=list(self.targets),
@@ -132,6 +125,18 @@ class LoRA(TuningPart):
 
 def _start(piece: Tuple[str, int, int]) -> int:
     return piece[1]
+
+
+def _target_rows(block: nn.Module, target: str, index: int,
+                 model_name: str) -> Tuple[nn.Linear, int, int]:
+    """The Linear that ``target`` of block ``index`` lives in, and the first output row and the
+    number of rows the target's delta covers (a third of the fused qkv for 'q', 'k', 'v')."""
+    if target in _QKV_THIRDS:
+        linear = _find_linear(block, 'qkv', index, model_name)
+        width = linear.out_features // 3
+        return linear, _QKV_THIRDS.index(target) * width, width
+    linear = _find_linear(block, target, index, model_name)
+    return linear, 0, linear.out_features
 
 
 def _find_linear(block: nn.Module, name: str, index: int, model_name: str) -> nn.Linear:

@@ -21,7 +21,8 @@ It declares:
   by config key, written into every checkpoint's provenance and checked on load;
 - :meth:`no_decay_parameters`: which of its tensors take no weight decay;
 - :meth:`attach`: its checks on the trunk (and its hooks);
-- :meth:`merge_into`: whether (and how) it folds into the trunk's weights, for export;
+- :attr:`MERGES_INTO_TRUNK` and :meth:`merge_into`: whether (and how) it folds into the
+  trunk's weights, for export;
 - :attr:`enabled`: False makes it a no-op, so the backbone runs as the plain frozen trunk
   (``FrozenViT.tuning_disabled``); every hook and branch honours it;
 - :attr:`guided_blocks`: blocks whose prompts metric guidance compares with the classes (a
@@ -30,6 +31,7 @@ It declares:
 Parts that do not change the sequence combine freely: hooks on one layer add their deltas, and
 branches at one sum add up.
 """
+from abc import ABCMeta, abstractmethod
 from typing import ClassVar, Dict, Optional, Set, Tuple
 
 import torch
@@ -40,13 +42,15 @@ from .block_steps import Branch, BlockSteps
 Record = Dict[int, Dict[str, torch.Tensor]]
 
 
-class TuningPart(nn.Module):
-    """Base of every tuning part; a part overrides what it does, the rest are no-ops."""
+class TuningPart(nn.Module, metaclass=ABCMeta):
+    """Base of every tuning part; a part overrides what it does, the rest are no-ops
+    (``weights_layout`` it must declare)."""
 
     NAME: ClassVar[str] = ''
     TRUNK_ARGS: ClassVar[Tuple[str, ...]] = ('embed_dim', 'depth')
     CHANGES_SEQUENCE: ClassVar[bool] = False
     METHOD: ClassVar[str] = ''  # the method's name, for logs
+    MERGES_INTO_TRUNK: ClassVar[bool] = False  # whether merge_into folds it into the trunk
 
     def __init__(self) -> None:
         super().__init__()
@@ -56,9 +60,9 @@ class TuningPart(nn.Module):
     def attach(self, trunk: nn.Module, model_name: str) -> None:
         """Check that ``trunk`` (a timm ViT) suits this part and register its hooks on it."""
 
+    @abstractmethod
     def weights_layout(self) -> dict:
         """The options giving the weights their meaning, by config key (JSON values)."""
-        raise NotImplementedError(f'{type(self).__name__} must declare its weights_layout()')
 
     def no_decay_parameters(self) -> Set[str]:
         """Names (relative to the part) of the parameters that take no weight decay."""
@@ -66,9 +70,10 @@ class TuningPart(nn.Module):
 
     def merge_into(self, trunk: nn.Module) -> None:
         """Fold the part into the trunk's own weights, so that the trunk alone computes what
-        trunk and part did (``tools/export_full_checkpoint.py --merge``)."""
-        raise NotImplementedError(f'{self.METHOD or type(self).__name__} cannot be merged into '
-                                  f'the trunk\'s weights')
+        trunk and part did (``tools/export_full_checkpoint.py --merge``); only parts with
+        ``MERGES_INTO_TRUNK`` can."""
+        raise TypeError(f'{self.METHOD or type(self).__name__} cannot be merged into the '
+                        f'trunk\'s weights (MERGES_INTO_TRUNK is False)')
 
     # -- per block; ``index`` is the block's position in the trunk
     def insert(self, index: int, x: torch.Tensor, num_prefix: int) -> Tuple[torch.Tensor, int]:
@@ -98,14 +103,14 @@ class GuidedPromptsContract(TuningPart):
     PROMPT_SIDES: ClassVar[Tuple[str, ...]] = ()
     counts: list
 
+    @abstractmethod
     def guidance(self, index: int, steps: BlockSteps, start: int) -> Dict[str, torch.Tensor]:
         """What guided block ``index`` records from its intermediates; the patches start at
         position ``start`` of the sequence."""
-        raise NotImplementedError
 
+    @abstractmethod
     def metric_features(self, record: Record, blocks: nn.ModuleList, index: int,
                         token_side: str, prompt_side: str
                         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """tokens (B, N, D), prompts (M, D) and the output class token (B, D) of guided block
         ``index`` of ``record``."""
-        raise NotImplementedError
