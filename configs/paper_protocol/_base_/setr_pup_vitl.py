@@ -13,6 +13,12 @@ data_preprocessor = dict(
     bgr_to_rgb=True,
     pad_val=0,
     seg_pad_val=255)
+# one of the three auxiliary heads (on blocks 9, 14 and 19: in_index 0, 1, 2)
+setr_auxiliary_head = dict(
+    type='SETRUPHead', in_channels=1024, channels=256, num_classes=150, dropout_ratio=0,
+    norm_cfg=norm_cfg, act_cfg=dict(type='ReLU'), num_convs=2, kernel_size=3,
+    align_corners=False,
+    loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4))
 model = dict(
     type='StrictEncoderDecoder',
     data_preprocessor=data_preprocessor,
@@ -29,20 +35,8 @@ model = dict(
         dropout_ratio=0, norm_cfg=norm_cfg, num_convs=4, up_scale=2, kernel_size=3,
         align_corners=False,
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
-    auxiliary_head=[  # CVPT config.py:36-79; DA-VPT setrpup_base_ade.py:17-61 (up_scale: 4)
-        dict(type='SETRUPHead', in_channels=1024, channels=256, in_index=0, num_classes=150,
-             dropout_ratio=0, norm_cfg=norm_cfg, act_cfg=dict(type='ReLU'), num_convs=2,
-             kernel_size=3, align_corners=False,
-             loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)),
-        dict(type='SETRUPHead', in_channels=1024, channels=256, in_index=1, num_classes=150,
-             dropout_ratio=0, norm_cfg=norm_cfg, act_cfg=dict(type='ReLU'), num_convs=2,
-             kernel_size=3, align_corners=False,
-             loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)),
-        dict(type='SETRUPHead', in_channels=1024, channels=256, in_index=2, num_classes=150,
-             dropout_ratio=0, norm_cfg=norm_cfg, act_cfg=dict(type='ReLU'), num_convs=2,
-             kernel_size=3, align_corners=False,
-             loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)),
-    ],
+    # CVPT config.py:36-79; DA-VPT setrpup_base_ade.py:17-61 (up_scale: the default 4)
+    auxiliary_head=[dict(setr_auxiliary_head, in_index=i) for i in (0, 1, 2)],
     train_cfg=dict(),
     # CVPT config.py:81; DA-VPT setrpup_base_ade.py:62
     test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))
