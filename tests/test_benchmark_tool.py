@@ -135,7 +135,32 @@ def test_count_ops_prints_the_kernel_launch_table(tmp_path):
     assert set(rows) == {('trunk', 0), ('vpt', 4), ('cvpt', 4)}
     trunk, cvpt = rows[('trunk', 0)], rows[('cvpt', 4)]
     extra = (cvpt['train_ops'] - trunk['train_ops']) / 4
-    assert f'| CVPT, 4 | {cvpt["train_ops"]} | {extra:.1f} | {cvpt["train_copies"]} |' \
-        in res.stdout
+    assert f'| CVPT, 4 (folded) | {cvpt["train_ops"]} | {extra:.1f} | {cvpt["train_copies"]} |' \
+        in res.stdout  # a CPU's form: 2 heads x 4 prompts < 64
     assert trunk['train_counts']['_to_copy'] > 0  # bf16 autocast re-casts the frozen weights
     assert sum(trunk['train_counts'].values()) == trunk['train_ops']
+
+
+def test_count_ops_meets_the_launch_targets_with_a_bfloat16_trunk_in_a_gpus_forms(tmp_path):
+    """docs/cost.md's targets, counted on the CPU with the forms a GPU runs (--device cuda):
+    per prompted block and training step at most 12 more operators than the frozen trunk for
+    VPT-Deep and 20 for CVPT, at 10 and at 200 prompts; the bfloat16 trunk copies fewer."""
+    res = subprocess.run(
+        [sys.executable, f'{REPO}/tools/analysis/benchmark_prompts.py', '--count-ops',
+         '--device', 'cuda', '--trunk-dtype', 'bfloat16', '--model-kwargs', 'depth=4',
+         'embed_dim=64', 'num_heads=2', '--img', '32', '--batch', '2', '--prompts', '10', '200',
+         '--dtype', 'bf16', '--out', str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert 'forms of cuda, trunk stored in bfloat16' in res.stdout
+    rows = {(r['method'], r['prompts']): r
+            for r in json.loads((tmp_path / 'ops.json').read_text())['results']}
+    trunk = rows.pop(('trunk', 0))
+    for (method, m), r in rows.items():
+        extra = (r['train_ops'] - trunk['train_ops']) / r['depth']
+        assert extra <= dict(vpt=12, cvpt=20)[method], (method, m, extra, r['train_counts'])
+        if method == 'cvpt':
+            assert r['form'] == 'plain' and f'| CVPT, {m} (plain) |' in res.stdout
+    # no frozen weight is cast: what is left are autocast's casts of activations (6 per block:
+    # the two LayerNorm outputs into their Linear layers, and four gradients)
+    assert trunk['train_counts']['_to_copy'] <= 7 * trunk['depth']

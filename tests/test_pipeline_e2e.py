@@ -167,9 +167,24 @@ def test_amp_trains_in_bfloat16_on_cpu(trained, tmp_path):
                                    'model.backbone.with_cp=True'])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert '--amp: bfloat16 autocast on cpu' in res.stdout
+    assert '--amp: the frozen trunk is stored in bfloat16' in res.stdout
     assert 'Iter(train) [2/2]' in res.stdout
-    dumped = open(glob.glob(osp.join(tmp_path, '*.py'))[0]).read()
-    assert "type='BF16OptimWrapper'" in dumped
+    dumped_path = glob.glob(osp.join(tmp_path, '*.py'))[0]
+    dumped = open(dumped_path).read()
+    assert "type='BF16OptimWrapper'" in dumped and "trunk_dtype='bfloat16'" in dumped
+    # tested with the run's config (bfloat16 trunk) and with the example's (float32): the
+    # trunk's fingerprint is the same, so the tuned checkpoint loads into both
+    for config in (dumped_path, CONFIG):
+        res = run([f'{REPO}/tools/test.py', config, tmp_path / 'iter_2.pth', '--work-dir',
+                   tmp_path / 'test'] + trained['opts'])
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        assert 'mIoU' in res.stdout and 'the frozen trunk stays as loaded from' in res.stdout
+    # a config that sets trunk_dtype keeps it
+    res = run([f'{REPO}/tools/train.py', CONFIG, '--amp', '--work-dir', tmp_path / 'kept']
+              + trained['opts'] + ['train_cfg.max_iters=1', 'train_cfg.val_interval=100',
+                                   'model.backbone.trunk_dtype=float32'])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert '--amp: the frozen trunk is stored in bfloat16' not in res.stdout
 
 
 ADAPTERS_CONFIG = """

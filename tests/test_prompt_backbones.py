@@ -98,12 +98,17 @@ def test_folded_and_plain_forms_agree_in_forward_and_prompt_gradients(tiny_trunk
     torch.testing.assert_close(results['always'][1], results['never'][1], rtol=1e-10, atol=1e-12)
 
 
-def test_fold_is_chosen_when_heads_times_prompts_is_below_the_width(tiny_trunk_file):
+def test_fold_is_chosen_per_device_on_a_cpu_when_heads_times_prompts_is_below_the_width(
+        tiny_trunk_file):
+    """'auto': the folded form on a CPU when H M < D (arithmetic), the plain one on an
+    accelerator (launches); 'always' and 'never' on every device."""
     _, ref = tiny_trunk_file
     attn = ref.blocks[0].attn  # 2 heads, width 64
     cross = PromptCrossAttention(fold='auto')
-    assert cross.use_fold(attn, 31, 64) and not cross.use_fold(attn, 32, 64)
-    assert not PromptCrossAttention(fold='never').use_fold(attn, 1, 64)
+    assert cross.use_fold(attn, 31, 64, 'cpu') and not cross.use_fold(attn, 32, 64, 'cpu')
+    assert not cross.use_fold(attn, 1, 64, 'cuda')
+    assert PromptCrossAttention(fold='always').use_fold(attn, 200, 64, 'cuda')
+    assert not PromptCrossAttention(fold='never').use_fold(attn, 1, 64, 'cpu')
     with pytest.raises(ValueError, match='fold'):
         PromptCrossAttention(fold='sometimes')
 
@@ -135,11 +140,12 @@ def test_cvpt_backbone_equals_hand_computation(tiny_trunk_file, device):
     assert (got[0] - plain[0]).abs().max() > 1e-3
 
 
-def test_vpt_deep_equals_hand_computation(tiny_trunk_file, device):
+@pytest.mark.parametrize('counts', [[3, 5, 0], [4, 4, 4]])  # prompts cut out and put in, or
+def test_vpt_deep_equals_hand_computation(tiny_trunk_file, device, counts):  # overwritten
     """[cls, P_l, patches] into block l, prompt outputs dropped, the next block's prompts put in."""
     path, _ = tiny_trunk_file
     ref = timm_reference(path, device)
-    bb = build('VPTDeepViT', pretrained=str(path), num_prompts=[3, 5, 0]).eval().to(device)
+    bb = build('VPTDeepViT', pretrained=str(path), num_prompts=counts).eval().to(device)
     with torch.no_grad():  # prompts as large as trained ones, so every term matters
         for p in bb.prompts.tokens.values():
             p.normal_()

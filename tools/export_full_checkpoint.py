@@ -80,6 +80,11 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    backbone_cfg = cfg.model.get('backbone') or {}
+    if backbone_cfg.get('trunk_dtype', 'float32') != 'float32':
+        print(f'exporting the trunk in float32, the values of its file (the config stores it in '
+              f'{backbone_cfg.trunk_dtype}: model.backbone.trunk_dtype)')
+        backbone_cfg.trunk_dtype = 'float32'
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     model = MODELS.build(cfg.model)
     ckpt = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)

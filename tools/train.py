@@ -72,6 +72,7 @@ def build_cfg(args) -> Config:
         elif bf16_device():  # bfloat16: CPU, or a GPU that supports it; no loss scaling
             cfg.optim_wrapper.type = 'BF16OptimWrapper'
             print_log(f'--amp: bfloat16 autocast on {bf16_device()}', logger='current')
+            store_trunk_in_bfloat16(cfg)
         else:  # float16 with dynamic loss scaling, mmseg's --amp
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
@@ -91,6 +92,23 @@ def build_cfg(args) -> Config:
     if args.resume is not None:
         check_resume_checkpoint(args, cfg)
     return cfg
+
+
+def store_trunk_in_bfloat16(cfg: Config) -> None:
+    """--amp with bfloat16: a frozen trunk of ours (a FrozenViT backbone) is stored in bfloat16,
+    unless the config sets ``model.backbone.trunk_dtype`` itself."""
+    from mmseg.registry import MODELS
+
+    from mmseg_prompt.models.backbones import FrozenViT
+    backbone = cfg.model.get('backbone') or {}
+    kind = backbone.get('type')
+    kind = MODELS.get(kind) if isinstance(kind, str) else kind
+    if not (isinstance(kind, type) and issubclass(kind, FrozenViT)) or 'trunk_dtype' in backbone:
+        return
+    backbone.trunk_dtype = 'bfloat16'
+    print_log('--amp: the frozen trunk is stored in bfloat16 (model.backbone.trunk_dtype): half '
+              'its memory, no weight cast per step, the same results as the float32 trunk under '
+              'autocast', logger='current')
 
 
 def check_resume_checkpoint(args, cfg: Config) -> None:

@@ -24,8 +24,9 @@ class FrozenTrunkCheckHook(Hook):
     """At the end of training: the frozen trunk must hash as it did at the start, and (under
     distributed training) the tuned weights must hash the same on every rank. Says so in the log,
     or stops with the first tensor that differs. The start's digest is the backbone's cached
-    trunk fingerprint (``FrozenViT.trunk_sha256``, the one checkpoints record), so a stale
-    fingerprint would show here too."""
+    trunk fingerprint (``FrozenViT.trunk_sha256``, the one checkpoints record) for a float32
+    trunk, so a stale fingerprint would show here too; that of its bfloat16 values for a
+    bfloat16 one (``stored_trunk_sha256``)."""
 
     priority = 'LOW'
 
@@ -42,7 +43,7 @@ class FrozenTrunkCheckHook(Hook):
     def before_train(self, runner: 'Runner') -> None:
         backbone = self._backbone(runner)
         if backbone is not None:
-            self._before = backbone.trunk_sha256()
+            self._before = backbone.stored_trunk_sha256()
 
     def after_train(self, runner: 'Runner') -> None:
         backbone = self._backbone(runner)

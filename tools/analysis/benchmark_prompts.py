@@ -54,6 +54,8 @@ def parse_args(argv=None):
     p.add_argument('--fold', default='auto', choices=['auto', 'always', 'never'],
                    help="CVPT's cross-attention form")
     p.add_argument('--with-cp', action='store_true', help='activation checkpointing')
+    p.add_argument('--trunk-dtype', default='float32', choices=['float32', 'bfloat16'],
+                   help="the backbone's trunk_dtype: the dtype the frozen trunk is stored in")
     p.add_argument('--compile', action='store_true',
                    help='torch.compile the backbone, neck and heads (nn.Module.compile, default '
                    'inductor); the warm-up runs absorb the compilation')
@@ -68,7 +70,8 @@ def parse_args(argv=None):
                    help='timm model arguments, e.g. depth=4 embed_dim=256 num_heads=4')
     p.add_argument('--count-ops', action='store_true',
                    help='count the kernel-launching operators of one training step (forward '
-                        'and backward) and one inference per method instead of timing them '
+                        'and backward) and one inference per method instead of timing them, '
+                        'on the CPU, with the cross-attention form --device would run '
                         '(docs/cost.md, "Kernel launches")')
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--repeats', type=int, default=5)
@@ -104,7 +107,8 @@ def build(args, method, prompts):
     del probe
     out_indices = tuple(depth * k // 4 - 1 for k in (1, 2, 3, 4))
     backbone = dict(type=METHOD_TYPES[method], model_name=args.model, img_size=args.img,
-                    out_indices=out_indices, with_cp=args.with_cp, model_kwargs=kwargs)
+                    out_indices=out_indices, with_cp=args.with_cp, model_kwargs=kwargs,
+                    trunk_dtype=args.trunk_dtype)
     if method != 'trunk':
         backbone.update(num_prompts=prompts, prompt_dropout=args.prompt_dropout)
     if method == 'cvpt':
@@ -141,11 +145,18 @@ def count_ops(args, method, prompts):
     init_default_scope('mmseg')
     torch.manual_seed(0)
     model = build(args, method, prompts)
+    form = None
+    if method == 'cvpt':  # counted on the CPU, in the form fold='auto' picks on --device
+        form = _cross_form(args, model, prompts)
+        backbone = model if args.head == 'none' else model.backbone
+        backbone.prompts.cross_attn.fold = 'always' if form == 'folded' else 'never'
     x = torch.randn(args.batch, 3, args.img, args.img)
     if method == 'trunk':
         x.requires_grad_(True)  # the loss back-propagates through every frozen block
     model.train()
     _train_step(args, model, x, None)  # once untimed and uncounted: lazy set-up stays out
+    for p in model.parameters():  # as the optimizer's zero_grad(set_to_none=True) leaves them
+        p.grad = None
     with KernelOpCounter() as train:
         _train_step(args, model, x, None)
     model.eval()
@@ -154,7 +165,7 @@ def count_ops(args, method, prompts):
     with KernelOpCounter() as infer:
         _infer(args, model, x)
     depth = (model if args.head == 'none' else model.backbone).depth
-    return dict(method=method, prompts=prompts if method != 'trunk' else 0, depth=depth,
+    return dict(method=method, prompts=prompts if method != 'trunk' else 0, depth=depth, form=form,
                 train_ops=train.total, train_copies=train.copies, infer_ops=infer.total,
                 infer_copies=infer.copies, train_counts=dict(train.counts.most_common()))
 
@@ -165,7 +176,8 @@ def op_table(meta, results):
     base = next((r for r in results if r['method'] == 'trunk'), None)
     lines = [f"kernel-launching operators (views left out), {meta['model']} "
              f"{meta['model_kwargs']} at {meta['img']}x{meta['img']}, batch {meta['batch']}, "
-             f"{meta['dtype'] or 'fp32'}, prompt dropout {meta['prompt_dropout']}, "
+             f"{meta['dtype'] or 'fp32'}, forms of {meta['device']}, trunk stored in "
+             f"{meta['trunk_dtype']}, prompt dropout {meta['prompt_dropout']}, "
              f"cross_proj_drop {meta['cross_proj_drop']}, fold={meta['fold']}", '',
              '| method | ops per training step | extra per block | copies (train) | '
              'ops per inference | extra per block | copies (infer) |',
@@ -173,6 +185,8 @@ def op_table(meta, results):
     for r in results:
         name = 'frozen trunk' if r['method'] == 'trunk' else \
             f"{dict(vpt='VPT-Deep', cvpt='CVPT')[r['method']]}, {r['prompts']}"
+        if r.get('form'):
+            name += f" ({r['form']})"
         extra = ['-', '-']
         if base is not None and r is not base:
             extra = [f"{(r[k] - base[k]) / r['depth']:.1f}" for k in ('train_ops', 'infer_ops')]
@@ -250,7 +264,8 @@ def _cross_form(args, model, prompts):
     """'folded' or 'plain': the cross-attention form CVPT runs at this prompt count."""
     backbone = model if args.head == 'none' else model.backbone
     attn = backbone.trunk.blocks[0].attn
-    folded = backbone.prompts.cross_attn.use_fold(attn, prompts, backbone.embed_dim)
+    folded = backbone.prompts.cross_attn.use_fold(attn, prompts, backbone.embed_dim,
+                                                  args.device)
     return 'folded' if folded else 'plain'
 
 
@@ -441,7 +456,8 @@ def count_all(args):
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     meta = dict(model=args.model, model_kwargs=model_kwargs(args), img=args.img,
                 batch=args.batch, dtype=args.dtype, prompt_dropout=args.prompt_dropout,
-                cross_proj_drop=args.cross_proj_drop, fold=args.fold)
+                cross_proj_drop=args.cross_proj_drop, fold=args.fold, device=args.device,
+                trunk_dtype=args.trunk_dtype)
     with open(osp.join(args.out, 'ops.json'), 'w') as f:
         json.dump(dict(meta=meta, results=results), f, indent=1)
     print(op_table(meta, results))

@@ -1,4 +1,6 @@
 """Projections through a frozen timm attention's fused ``qkv`` Linear, one part at a time."""
+from typing import NamedTuple, Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -6,10 +8,31 @@ import torch.nn.functional as F
 _PARTS = dict(q=(0, 1), k=(1, 2), v=(2, 3), kv=(1, 3))
 
 
-def qkv_project(attn: nn.Module, x: torch.Tensor, part: str) -> torch.Tensor:
-    """x (..., D) through the ``part`` ('q', 'k', 'v' or 'kv') rows of ``attn.qkv``: the very
-    weight and bias tensors, sliced (views, not copies). Returns (..., width) or (..., 2 width)."""
+class AttentionTensors(NamedTuple):
+    """A timm attention's frozen ``qkv`` and ``proj`` weights and biases (biases may be None)."""
+    qkv_weight: torch.Tensor
+    qkv_bias: Optional[torch.Tensor]
+    proj_weight: torch.Tensor
+    proj_bias: Optional[torch.Tensor]
+
+
+def attention_tensors(attn: nn.Module, device_type: str) -> AttentionTensors:
+    """The attention's tensors as stored or, under autocast to another dtype on ``device_type``,
+    cast to it once (a block's several uses of one weight then share the cast)."""
+    tensors = AttentionTensors(attn.qkv.weight, attn.qkv.bias, attn.proj.weight, attn.proj.bias)
+    if not torch.is_autocast_enabled(device_type):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    return AttentionTensors(*(t if t is None or t.dtype == dtype else t.to(dtype)
+                              for t in tensors))
+
+
+def qkv_project(attn: nn.Module, x: torch.Tensor, part: str,
+                tensors: Optional[AttentionTensors] = None) -> torch.Tensor:
+    """x (..., D) through the ``part`` ('q', 'k', 'v' or 'kv') rows of ``attn.qkv`` (or of
+    ``tensors.qkv_weight``, the same cast once): the very weight and bias tensors, sliced (views,
+    not copies). Returns (..., width) or (..., 2 width)."""
     width = attn.num_heads * attn.head_dim
     start, stop = (i * width for i in _PARTS[part])
-    w, b = attn.qkv.weight, attn.qkv.bias
+    w, b = (attn.qkv.weight, attn.qkv.bias) if tensors is None else tensors[:2]
     return F.linear(x, w[start:stop], None if b is None else b[start:stop])

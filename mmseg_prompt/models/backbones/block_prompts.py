@@ -4,12 +4,12 @@ Block l owns M_l prompt tokens P_l (M_l, D); M_l may differ per block and may be
 that block), which gives layer-adaptive prompt counts.
 """
 import math
-from typing import List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from ..utils.random_bits_dropout import RandomBitsDropout
+from ..utils.dropout_masks import dropout_masks
 from .tuning_part import GuidedPromptsContract
 
 
@@ -55,14 +55,20 @@ class BlockPrompts(GuidedPromptsContract):
         counts: M_l for each block (0 = none).
         dim: token width D.
         bounds: per-block uniform init bound (tokens ~ U(-bound, bound)).
-        dropout: prompt dropout, applied per sample after expanding to the batch (training only;
-            :class:`RandomBitsDropout`, ``nn.Dropout`` with a cheaper CPU mask).
+        dropout: prompt dropout, applied per sample after expanding to the batch (training only).
 
     Parameters are ``tokens.<block index>`` of shape (M_l, D), only for blocks with M_l > 0;
     they take no weight decay (``PromptOptimWrapperConstructor``'s ``prompt_decay_mult``).
+
+    With dropout active, :meth:`begin_forward` makes every block's per-sample prompts at once:
+    one mask draw (``dropout_masks``), one concatenation and one product for all blocks, so a
+    block only takes a view (docs/cost.md, "Kernel launches").
     """
 
     NAME = 'prompts'
+    # Per-sample prompts laid out (M_l, B, D) in memory, so that a block's (B, M_l, D) is the
+    # transposed view of one contiguous chunk: for parts that project them (CVPT)
+    PROMPTS_FIRST = False
 
     def __init__(self, counts: Sequence[int], dim: int, bounds: Sequence[float],
                  dropout: float = 0.0):
@@ -79,7 +85,11 @@ class BlockPrompts(GuidedPromptsContract):
         # never calls str(index), which torch.compile cannot trace for a symbolic index.
         self.block_keys: List[Optional[str]] = [str(i) if m > 0 else None
                                                 for i, m in enumerate(self.counts)]
-        self.dropout = RandomBitsDropout(dropout)
+        self.dropout_rate = dropout
+        # this forward's per-sample prompts of every block, and the blocks' other dropout
+        # masks, made by begin_forward
+        self._batch_prompts: Optional[List[Optional[torch.Tensor]]] = None
+        self._masks: Dict[int, List[torch.Tensor]] = {}
 
     def no_decay_parameters(self) -> Set[str]:
         return {f'tokens.{k}' for k in self.tokens}
@@ -95,19 +105,80 @@ class BlockPrompts(GuidedPromptsContract):
     @property
     def per_sample(self) -> bool:
         """True when prompts differ per sample (dropout active), so they must be batched."""
-        return self.training and self.dropout.p > 0
+        return self.training and self.dropout_rate > 0
+
+    def block_masks(self, index: int, batch: int, tokens: int
+                    ) -> List[Tuple[Tuple[int, ...], float]]:
+        """(shape, rate) of each dropout mask prompted block ``index`` takes in a forward of
+        ``batch`` samples of ``tokens`` tokens, in the order a per-block draw would take them:
+        here its prompts' (B, M_l, D), when dropout is active."""
+        return [((batch, self.counts[index], self.dim), self.dropout_rate)] \
+            if self.per_sample else []
+
+    def prompt_dtype(self, tokens: torch.Tensor) -> Optional[torch.dtype]:
+        """The dtype the blocks use the prompts in, when they should be cast once per forward
+        for every block (None: as stored, cast where used)."""
+        return None
+
+    def begin_forward(self, tokens: torch.Tensor) -> None:
+        """Draw this forward's masks (:meth:`block_masks` of every prompted block, in block
+        order) for tokens (B, T, D) in one call, and make every block's per-sample prompts
+        P_l * m_l (B, M_l, D) with one product (cast once to :meth:`prompt_dtype`, if any);
+        the masks after each block's prompt mask are kept for the block (:attr:`_masks`)."""
+        self._batch_prompts, self._masks = None, {}
+        blocks = [i for i, k in enumerate(self.block_keys) if k is not None]
+        if not self.enabled or not blocks:
+            return
+        batch = tokens.shape[0]
+        planned = [self.block_masks(i, batch, tokens.shape[1]) for i in blocks]
+        flat = [m for plan in planned for m in plan]
+        drawn = iter(dropout_masks([s for s, _ in flat], [r for _, r in flat], tokens.device))
+        per_block = [[next(drawn) for _ in plan] for plan in planned]
+        dtype = self.prompt_dtype(tokens)
+        if self.per_sample or dtype is not None:
+            prompts = torch.cat([self.tokens[self.block_keys[i]] for i in blocks]) \
+                if len(blocks) > 1 else self.tokens[self.block_keys[blocks[0]]]
+            axis = -2
+            if self.per_sample:  # (B, sum M_l, D), or (sum M_l, B, D) prompts first
+                prompt_masks = [masks.pop(0) for masks in per_block]
+                if self.PROMPTS_FIRST:
+                    prompt_masks = [m.transpose(0, 1) for m in prompt_masks]
+                    prompts, axis = prompts.unsqueeze(1), 0
+                mask = torch.cat(prompt_masks, dim=axis) if len(blocks) > 1 \
+                    else prompt_masks[0]
+                prompts = prompts * mask
+            if dtype is not None:
+                prompts = prompts.to(dtype)
+            chunks = prompts.split([self.counts[i] for i in blocks], dim=axis)
+            batched = iter(c.transpose(0, 1) if axis == 0 else c for c in chunks)
+            self._batch_prompts = [None if k is None else next(batched)
+                                   for k in self.block_keys]
+        self._masks = {i: masks for i, masks in zip(blocks, per_block) if masks}
+
+    def train(self, mode: bool = True) -> 'BlockPrompts':
+        """Switch mode; what :meth:`begin_forward` made for the other mode is dropped."""
+        self._batch_prompts, self._masks = None, {}
+        return super().train(mode)
 
     def for_batch(self, index: int, batch: int) -> Optional[torch.Tensor]:
         """Prompts of block ``index`` for a batch of ``batch`` samples.
 
         Returns (M_l, D), shared by every sample, when no dropout is active, so that work done on
         the prompts alone (e.g. CVPT's key/value projection) happens once per forward; otherwise
-        (B, M_l, D) with independent dropout per sample. None if the block has no prompts.
+        (B, M_l, D) with independent dropout per sample, from :meth:`begin_forward`. None if the
+        block has no prompts.
         """
         p = self.get(index) if self.enabled else None
-        if p is None or not self.per_sample:
-            return p
-        return self.dropout(p.unsqueeze(0).expand(batch, -1, -1))
+        if p is None:
+            return None
+        made = self._batch_prompts
+        if made is not None and (made[index].dim() == 2 or made[index].shape[0] == batch):
+            return made[index]
+        if self.per_sample:
+            raise RuntimeError(f'{type(self).__name__}: per-sample prompts of a batch of {batch} '
+                               f'were asked for before begin_forward made them (the backbone '
+                               f'calls it at the start of each forward)')
+        return p
 
     def extra_repr(self) -> str:
         return f'counts={self.counts}, dim={self.dim}'

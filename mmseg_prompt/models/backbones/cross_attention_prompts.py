@@ -9,15 +9,14 @@ Per block l, with x (B, N, D) the residual stream, class token included (docs/me
 CrossAttn uses the block's own frozen ``qkv`` and ``proj`` tensors (not copies) and its heads, so
 self-attention stays on the N image tokens and the prompts cost O(N M D).
 """
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 
-from ..utils.random_bits_dropout import RandomBitsDropout
-from .attention_projections import qkv_project
+from .attention_projections import attention_tensors, qkv_project
 from .block_prompts import BlockPrompts, normalise_indices, prompt_counts, xavier_bound_3d
 from .block_steps import Branch, BlockSteps, check_steppable
 
@@ -52,50 +51,70 @@ class PromptCrossAttention(nn.Module):
         super().__init__()
         if fold not in self.FOLD_MODES:
             raise ValueError(f'fold must be one of {self.FOLD_MODES}, got {fold!r}')
+        if not 0.0 <= proj_drop < 1.0:
+            raise ValueError(f'cross_proj_drop must be in [0, 1), got {proj_drop}')
         self.fold = fold
-        self.proj_drop = RandomBitsDropout(proj_drop)
+        self.proj_drop = proj_drop
 
     @staticmethod
     def foldable(attn: nn.Module) -> bool:
         return all(isinstance(getattr(attn, n), nn.Identity) for n in ('q_norm', 'k_norm', 'norm'))
 
-    def use_fold(self, attn: nn.Module, num_prompts: int, dim: int) -> bool:
+    def use_fold(self, attn: nn.Module, num_prompts: int, dim: int,
+                 device_type: str = 'cpu') -> bool:
+        """Whether the folded form runs for ``num_prompts`` prompts of width ``dim`` on a
+        ``device_type`` device. 'auto' follows what costs there (docs/methods.md, "Choosing
+        the form"): on a CPU the arithmetic, so the folded form when H M < D; on an
+        accelerator at the configs' batch sizes the kernel launches, which the plain form has
+        fewer of, so the plain form."""
         if self.fold == 'never' or not self.foldable(attn):
             if self.fold == 'always':
                 raise ValueError('fold="always" needs identity q_norm, k_norm and norm in the '
                                  'attention (a plain ViT); use fold="auto"')
             return False
-        return self.fold == 'always' or attn.num_heads * num_prompts < dim
+        if self.fold == 'always':
+            return True
+        return device_type == 'cpu' and attn.num_heads * num_prompts < dim
 
-    def forward(self, x: torch.Tensor, prompts: torch.Tensor, attn: nn.Module) -> torch.Tensor:
-        """x (B, N, D); prompts (M, D), shared by the batch, or (B, M, D); returns (B, N, D)."""
+    def forward(self, x: torch.Tensor, prompts: torch.Tensor, attn: nn.Module,
+                drop_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (B, N, D); prompts (M, D), shared by the batch, or (B, M, D); returns (B, N, D),
+        times ``drop_mask`` (B, N, D) when given (the output dropout, ``dropout_masks``)."""
         D = x.shape[-1]
         heads, head_dim = attn.num_heads, attn.head_dim
+        device = x.device.type
+        tensors = attention_tensors(attn, device)  # cast once per block under autocast
+        if prompts.dtype != x.dtype and not torch.is_autocast_enabled(device):
+            prompts = prompts.to(x.dtype)
         # Keys and values depend on the prompts only: once per forward when they are shared.
-        kv = qkv_project(attn, prompts.to(x.dtype), 'kv')
+        # Per-sample prompts laid out (M, B, D) are projected in that order (one matmul).
+        if prompts.dim() == 3 and prompts.transpose(0, 1).is_contiguous():
+            kv = qkv_project(attn, prompts.transpose(0, 1), 'kv', tensors).transpose(0, 1)
+        else:
+            kv = qkv_project(attn, prompts, 'kv', tensors)
         # (.., M, 2, H, d) -> (.., 2, H, M, d) -> k, v (.., H, M, d)
         k, v = kv.unflatten(-1, (2, heads, head_dim)).movedim(-4, -2).unbind(-4)
-        if self.use_fold(attn, prompts.shape[-2], D):
-            out = self._folded(x, k, v, attn)
+        if self.use_fold(attn, prompts.shape[-2], D, device):
+            out = self._folded(x, k, v, attn, tensors)
         else:
-            out = self._plain(x, k, v, attn)
-        return self.proj_drop(out)
+            out = self._plain(x, k, v, attn, tensors)
+        return out if drop_mask is None else out * drop_mask
 
     @staticmethod
-    def _plain(x, k, v, attn):
+    def _plain(x, k, v, attn, tensors):
         B, N, _ = x.shape
         heads, head_dim = attn.num_heads, attn.head_dim
         width = heads * head_dim
-        q = qkv_project(attn, x, 'q').view(B, N, heads, head_dim).transpose(1, 2)  # (B, H, N, d)
-        q, k = attn.q_norm(q), attn.k_norm(k)
+        q = qkv_project(attn, x, 'q', tensors).view(B, N, heads, head_dim).transpose(1, 2)
+        q, k = attn.q_norm(q), attn.k_norm(k)                                   # (B, H, N, d)
         if k.dim() == 3:
             k, v = k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)
         out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # (B, H, N, d)
         out = attn.norm(out.transpose(1, 2).reshape(B, N, width))
-        return F.linear(out, attn.proj.weight, attn.proj.bias)
+        return F.linear(out, tensors.proj_weight, tensors.proj_bias)
 
     @staticmethod
-    def _folded(x, k, v, attn):
+    def _folded(x, k, v, attn, tensors):
         """softmax_h(x K~_h + c_h) V~_h summed over heads, + b_o, with
         K~_h = W_q,h^T K_h^T scale (D, M), c_h = b_q,h K_h^T scale, V~_h = V_h W_o,h^T (M, D).
 
@@ -107,9 +126,9 @@ class PromptCrossAttention(nn.Module):
         heads, head_dim = attn.num_heads, attn.head_dim
         width = heads * head_dim
         M = k.shape[-2]
-        w, b = attn.qkv.weight, attn.qkv.bias
+        w, b = tensors.qkv_weight, tensors.qkv_bias
         w_q = w[:width].view(heads, head_dim, -1).to(k.dtype)                 # (H, d, D)
-        w_o = attn.proj.weight.view(-1, heads, head_dim).permute(1, 2, 0)     # (H, d, D)
+        w_o = tensors.proj_weight.view(-1, heads, head_dim).permute(1, 2, 0)  # (H, d, D)
         k_fold = _per_head_matmul(k, w_q) * attn.scale                         # (.., H, M, D)
         v_fold = _per_head_matmul(v, w_o.to(v.dtype))                          # (.., H, M, D)
         c = None
@@ -119,10 +138,12 @@ class PromptCrossAttention(nn.Module):
         if prompts_outer:  # rows (m, h)
             k_fold, v_fold = k_fold.transpose(-3, -2), v_fold.transpose(-3, -2)
             c = None if c is None else c.transpose(-2, -1)
-        k_fold, v_fold = k_fold.flatten(-3, -2).to(x.dtype), v_fold.flatten(-3, -2).to(x.dtype)
-        c = None if c is None else c.flatten(-2).to(x.dtype)                  # (.., H M)
-        b_o = attn.proj.bias
-        b_o = None if b_o is None else b_o.to(x.dtype)
+        # the products' dtype: autocast's (the folded matrices already are), else x's
+        dtype = k.dtype if torch.is_autocast_enabled(x.device.type) else x.dtype
+        k_fold, v_fold = k_fold.flatten(-3, -2).to(dtype), v_fold.flatten(-3, -2).to(dtype)
+        c = None if c is None else c.flatten(-2).to(dtype)                    # (.., H M)
+        b_o = tensors.proj_bias
+        b_o = None if b_o is None else b_o.to(dtype)
         if k_fold.dim() == 2:                                                  # shared prompts
             logits = F.linear(x, k_fold, c)                                    # (B, N, H M)
         else:
@@ -164,6 +185,7 @@ class CrossAttentionPrompts(BlockPrompts):
     """
 
     METHOD = 'CVPT'  # what guided prompts train as without the metric loss
+    PROMPTS_FIRST = True
     TOKEN_SIDES = ('cross_query',)
     PROMPT_SIDES = ('cross_key',)
 
@@ -203,9 +225,26 @@ class CrossAttentionPrompts(BlockPrompts):
             return None
         attn = block.attn
 
+        masks = self._masks.get(index, ())
+        drop_mask = masks[0] if masks else None
+
         def cross_attention(x: torch.Tensor) -> torch.Tensor:
-            return self.cross_attn(x, self.for_batch(index, x.shape[0]), attn)
+            return self.cross_attn(x, self.for_batch(index, x.shape[0]), attn, drop_mask)
         return cross_attention
+
+    def prompt_dtype(self, tokens: torch.Tensor) -> Optional[torch.dtype]:
+        """Under autocast, its dtype: the key/value projections take the prompts cast once per
+        forward for every block."""
+        device = tokens.device.type
+        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+
+    def block_masks(self, index: int, batch: int, tokens: int
+                    ) -> List[Tuple[Tuple[int, ...], float]]:
+        """The prompts' mask, then the cross-attention output's (B, T, D), when active."""
+        out = super().block_masks(index, batch, tokens)
+        if self.training and self.cross_attn.proj_drop > 0:
+            out.append(((batch, tokens, self.dim), self.cross_attn.proj_drop))
+        return out
 
     def guidance(self, index: int, steps: BlockSteps, start: int) -> Dict[str, torch.Tensor]:
         """A guided block's record: the patches' stream where the cross-attention queries it,

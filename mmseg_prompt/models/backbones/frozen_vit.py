@@ -32,6 +32,7 @@ from .block_steps import run_block_steps
 from .guidance_api import Features, Guidance, MetricGuidanceAPI
 from .kv_bias_deltas import KVBiasDeltas
 from .provenance import tensors_sha256
+from .trunk_storage import check_trunk_dtype, store_matmul_weights, stored_dtype
 from .trunk_weights import load_trunk_weights
 from .tuning_part import GuidedPromptsContract, TuningPart
 
@@ -68,6 +69,10 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
             block's key and value bias (DA-VPT+).
         parts: sub-configs of more tuning parts (``tuning_part.py``), e.g.
             ``[dict(type='LoRA', rank=8)]``. No part at all: linear probing.
+        trunk_dtype: 'float32' or 'bfloat16': the dtype the trunk's Linear and Conv weights
+            are stored in (``trunk_storage.py``). A bfloat16 trunk takes half the memory and is
+            never cast per step; its forward runs under bfloat16 autocast (entered when the
+            caller has not), where it equals the float32 trunk bit for bit.
 
     Each part is an attribute named by its ``NAME`` (``backbone.prompts``, ``backbone.lora``, ...).
     Checkpoints: ``state_dict()`` leaves the frozen trunk out and adds ``provenance``, a record
@@ -92,10 +97,12 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
                  prompts: Optional[dict] = None,
                  bias_tuning: bool = False,
                  parts: Sequence[dict] = (),
+                 trunk_dtype: str = 'float32',
                  init_cfg: Optional[dict] = None):
         _check_init_cfg(init_cfg, pretrained)
         super().__init__(init_cfg=init_cfg)
         self.model_name = model_name
+        self.trunk_dtype = check_trunk_dtype(trunk_dtype)
         self.trunk = timm.create_model(
             model_name, pretrained=False, num_classes=0, img_size=img_size,
             dynamic_img_size=True, dynamic_img_pad=True, **(model_kwargs or {}))
@@ -129,6 +136,7 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         if pretrained is not None:
             load_trunk_weights(self.trunk, pretrained, model_name)
             self._trunk_loaded(str(pretrained))
+        self._store_trunk()
         self.trunk.requires_grad_(False)
         cfgs = ([prompts] if prompts is not None else []) \
             + ([dict(type='KVBiasDeltas')] if bias_tuning else []) + list(parts)
@@ -210,16 +218,27 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         """
         cfg = self.init_cfg
         if cfg is not None and not self._is_init:
+            store_matmul_weights(self.trunk, torch.float32)  # the file's values, uncut
             load_trunk_weights(self.trunk, cfg['checkpoint'], self.model_name,
                                prefix=cfg.get('prefix', '') or '')
             self._trunk_loaded(str(cfg['checkpoint']))
+            self._store_trunk()
         self._is_init = True
 
-    def _trunk_loaded(self, source: str) -> None:
-        """Record where the trunk now comes from; its fingerprint is computed again when
-        needed."""
+    def _trunk_loaded(self, source: str, sha256: Optional[str] = None) -> None:
+        """Record where the trunk now comes from and its fingerprint (None: computed again
+        when needed)."""
         self.trunk_source = source
-        self._trunk_sha256 = None
+        self._trunk_sha256 = sha256
+
+    def _store_trunk(self) -> None:
+        """Store the trunk's matmul weights in ``trunk_dtype``; a loaded trunk is fingerprinted
+        first, from the values it is cast from (``trunk_storage.py``)."""
+        if stored_dtype(self.trunk) == self.trunk_dtype:
+            return
+        if self.trunk_source is not None:
+            self.trunk_sha256()
+        store_matmul_weights(self.trunk, self.trunk_dtype)
 
     def train(self, mode: bool = True) -> 'FrozenViT':
         """Put the tuned parts in ``mode`` and keep the frozen trunk in eval mode."""
@@ -258,6 +277,13 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
             self._trunk_sha256 = tensors_sha256(self.frozen_trunk_tensors())
         return self._trunk_sha256
 
+    def stored_trunk_sha256(self) -> str:
+        """sha256 of the trunk's tensors as they are stored now: the (cached) fingerprint of a
+        float32 trunk; for a bfloat16 one, of its bfloat16 values (computed)."""
+        if stored_dtype(self.trunk) == torch.float32:
+            return self.trunk_sha256()
+        return tensors_sha256(self.frozen_trunk_tensors())
+
     def weights_layout(self) -> dict:
         """The options, by ``model.backbone`` key, that give the tuned weights their meaning
         beyond their shapes: which features the neck gets, and each part's own
@@ -281,10 +307,15 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         """Load a tuned-only checkpoint (the trunk is kept from the pretrained file) or a full
         one, checked as ``tuned_checkpoint.load_backbone_state`` says."""
         tuned_only = tuned_checkpoint.load_backbone_state(self, state_dict, prefix)
+        sha256 = None
+        if not tuned_only and stored_dtype(self.trunk) != torch.float32:
+            # fingerprinted as saved: the copy into the trunk casts the values
+            sha256 = tensors_sha256((k, state_dict[f'{prefix}trunk.{k}'])
+                                    for k in self.trunk.state_dict())
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
         if not tuned_only:  # the trunk now is the checkpoint's
-            self._trunk_loaded('a full checkpoint')
+            self._trunk_loaded('a full checkpoint', sha256)
 
     # ------------------------------------------------------------------ forward
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -301,15 +332,17 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         return self.trunk.norm_pre(tokens), grid
 
     def forward_block(self, index: int, block: nn.Module, x: torch.Tensor,
-                      record: Optional[Guidance] = None) -> torch.Tensor:
-        """Run block ``index`` on tokens ``x`` (B, prefix + N, D) with the parts: the sequence
-        part's tokens inserted, then timm's own forward, or the block step by step when a part
-        adds a branch or a guided block records its features (into ``record``, when given)."""
+                      record: Optional[Guidance] = None,
+                      present: int = 0) -> Tuple[torch.Tensor, int]:
+        """Run block ``index`` on tokens ``x`` (B, prefix + present + N, D), ``present`` the
+        sequence part's tokens of the previous block after the prefix: the sequence part puts
+        this block's in their place, then timm's own forward runs, or the block step by step
+        when a part adds a branch or a guided block records its features (into ``record``, when
+        given). Returns the output and how many sequence-part tokens it holds."""
         n = self.num_prefix_tokens
         sequence = self.sequence_part
-        inserted = 0
         if sequence is not None:
-            x, inserted = sequence.insert(index, x, n)
+            x, present = sequence.insert(index, x, n, present)
         parts = self.parts
         after = [f for f in (p.after_attention(index, block) for p in parts) if f is not None]
         beside = [f for f in (p.beside_mlp(index, block) for p in parts) if f is not None]
@@ -318,10 +351,10 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         if after or beside or guided:
             x, steps = run_block_steps(block, x, after, beside)
             if guided:
-                record[index] = guide.guidance(index, steps, n + inserted)
+                record[index] = guide.guidance(index, steps, n + present)
         else:
             x = block(x)
-        return sequence.remove(x, inserted, n) if inserted else x
+        return x, present
 
     def forward(self, x: torch.Tensor) -> Features:
         """x (B, C, H, W) -> one (B, D, h, w) map per ``out_indices`` (with the class token
@@ -331,22 +364,32 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         return self._forward(x, None)
 
     def _forward(self, x: torch.Tensor, record: Optional[Guidance]) -> Features:
+        device = x.device.type
+        if self.trunk_dtype != torch.float32 and not torch.is_autocast_enabled(device):
+            with torch.autocast(device, dtype=self.trunk_dtype):
+                return self._forward_blocks(x, record)
+        return self._forward_blocks(x, record)
+
+    def _forward_blocks(self, x: torch.Tensor, record: Optional[Guidance]) -> Features:
         B = x.shape[0]
         tokens, (h, w) = self.embed(x)
+        for part in self.parts:
+            part.begin_forward(tokens)
         outs = []
         last = self.depth - 1
         use_cp = self.with_cp and self.training and torch.is_grad_enabled()
+        present = 0  # the sequence part's tokens after the prefix
         for i, block in enumerate(self.trunk.blocks):
             if use_cp:
-                tokens = checkpoint(self.forward_block, i, block, tokens, record,
-                                    use_reentrant=False)
+                tokens, present = checkpoint(self.forward_block, i, block, tokens, record,
+                                             present, use_reentrant=False)
             else:
-                tokens = self.forward_block(i, block, tokens, record)
+                tokens, present = self.forward_block(i, block, tokens, record, present)
             if i not in self.out_indices:
                 continue
             out = self.trunk.norm(tokens) if (self.final_norm and i == last) else tokens
-            fmap = out[:, self.num_prefix_tokens:].reshape(B, h, w, -1).permute(0, 3, 1, 2)
-            fmap = fmap.contiguous()
+            fmap = out[:, self.num_prefix_tokens + present:].reshape(B, h, w, -1)
+            fmap = fmap.permute(0, 3, 1, 2).contiguous()
             outs.append([fmap, out[:, 0]] if self.output_cls_token else fmap)
         return tuple(outs)
 

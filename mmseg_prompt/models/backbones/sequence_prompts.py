@@ -1,7 +1,8 @@
 """Prompts inserted in the token sequence (VPT-Deep), optionally metric-guided (DA-VPT).
 
 Before block l the sequence is [prefix tokens, P_l, patches]; after the block the outputs at the
-prompt positions are dropped, and block l+1 gets its own P_{l+1} (docs/methods.md, "VPT-Deep").
+prompt positions are dropped, and block l+1 gets its own P_{l+1} in their place
+(docs/methods.md, "VPT-Deep").
 Self-attention then runs on N + M_l tokens: O((N + M)^2) per block.
 
 Guided blocks (DA-VPT) carry M guided prompts, one per cluster of classes, and record what the
@@ -62,20 +63,26 @@ class SequencePrompts(BlockPrompts):
         super().__init__(counts, embed_dim, [bound] * depth, dropout)
         self.guided_blocks: Tuple[int, ...] = guided
 
-    def insert(self, index: int, x: torch.Tensor, num_prefix: int) -> Tuple[torch.Tensor, int]:
-        """[prefix, patches] (B, n + N, D) -> [prefix, P_index, patches], and M_index (0: as is)."""
-        prompts = self.for_batch(index, x.shape[0])
-        if prompts is None:
-            return x, 0
-        if prompts.dim() == 2:
-            prompts = prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
-        n = num_prefix
-        return torch.cat([x[:, :n], prompts.to(x.dtype), x[:, n:]], dim=1), prompts.shape[1]
+    def insert(self, index: int, x: torch.Tensor, num_prefix: int,
+               present: int = 0) -> Tuple[torch.Tensor, int]:
+        """[prefix, Q, patches] (B, n + present + N, D), Q the ``present`` tokens the previous
+        block ran with, -> [prefix, P_index, patches], and M_index (0: none).
 
-    def remove(self, x: torch.Tensor, inserted: int, num_prefix: int) -> torch.Tensor:
-        """Drop the ``inserted`` prompt positions after the prefix tokens."""
+        One operation per block: the previous block's prompt outputs are overwritten in place of
+        a copy (``slice_scatter``) when the counts are equal, else cut out as P_index goes in."""
+        prompts = self.for_batch(index, x.shape[0])
+        m = 0 if prompts is None else prompts.shape[-2]
+        if m == 0 and present == 0:
+            return x, 0
         n = num_prefix
-        return x if inserted == 0 else torch.cat([x[:, :n], x[:, n + inserted:]], dim=1)
+        if prompts is not None:
+            prompts = prompts.to(x.dtype)
+            if prompts.dim() == 2:
+                prompts = prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
+        if m == present:
+            return x.slice_scatter(prompts, dim=1, start=n, end=n + m), m
+        pieces = [x[:, :n]] + ([prompts] if m else []) + [x[:, n + present:]]
+        return torch.cat(pieces, dim=1), m
 
     def guidance(self, index: int, steps: BlockSteps, start: int) -> Dict[str, torch.Tensor]:
         """A guided block's record: its attention output and input at the patches, its raw

@@ -4,8 +4,9 @@
 sub-config (``FrozenViT(parts=[dict(type='LoRA', rank=8), ...])``). A part may, per block
 (docs/methods.md, "Tuning parts"):
 
-- **change the token sequence** (:meth:`insert` / :meth:`remove`: VPT-Deep's prompts). At most
-  one part per trunk does (:attr:`CHANGES_SEQUENCE`); the block itself runs unchanged;
+- **change the token sequence** (:meth:`insert`: VPT-Deep's prompts, put after the prefix
+  tokens; the backbone reads the patches after them). At most one part per trunk does
+  (:attr:`CHANGES_SEQUENCE`); the block itself runs unchanged;
 - **add a branch** at one of the block's two residual sums (:meth:`after_attention`: CVPT's
   cross-attention; :meth:`beside_mlp`: AdaptFormer), which makes the block run step by step
   (``block_steps.py``);
@@ -26,7 +27,8 @@ It declares:
 - :attr:`enabled`: False makes it a no-op, so the backbone runs as the plain frozen trunk
   (``FrozenViT.tuning_disabled``); every hook and branch honours it;
 - :attr:`guided_blocks`: blocks whose prompts metric guidance compares with the classes (a
-  :class:`GuidedPromptsContract` part; at most one per trunk).
+  :class:`GuidedPromptsContract` part; at most one per trunk);
+- :meth:`begin_forward`: what it prepares once per forward for every block.
 
 Parts that do not change the sequence combine freely: hooks on one layer add their deltas, and
 branches at one sum add up.
@@ -75,15 +77,17 @@ class TuningPart(nn.Module, metaclass=ABCMeta):
         raise TypeError(f'{self.METHOD or type(self).__name__} cannot be merged into the '
                         f'trunk\'s weights (MERGES_INTO_TRUNK is False)')
 
-    # -- per block; ``index`` is the block's position in the trunk
-    def insert(self, index: int, x: torch.Tensor, num_prefix: int) -> Tuple[torch.Tensor, int]:
-        """Tokens (B, n + N, D) -> the sequence block ``index`` runs on, and how many tokens were
-        inserted after the n prefix tokens."""
-        return x, 0
+    # -- per forward and per block; ``index`` is the block's position in the trunk
+    def begin_forward(self, tokens: torch.Tensor) -> None:
+        """Called once per backbone forward with the embedded tokens (B, T, D), before the first
+        block: work for every block done at once (e.g. all blocks' dropout masks in one draw)."""
 
-    def remove(self, x: torch.Tensor, inserted: int, num_prefix: int) -> torch.Tensor:
-        """Undo :meth:`insert` on the block's output."""
-        return x
+    def insert(self, index: int, x: torch.Tensor, num_prefix: int,
+               present: int = 0) -> Tuple[torch.Tensor, int]:
+        """Tokens (B, n + present + N, D), with the ``present`` tokens the previous block ran
+        with after the n prefix tokens, -> the sequence block ``index`` runs on (its own tokens
+        in their place), and how many there are after the prefix tokens."""
+        return x, 0
 
     def after_attention(self, index: int, block: nn.Module) -> Optional[Branch]:
         """A branch f(x) added after block ``index``'s self-attention sum, or None."""

@@ -1,0 +1,59 @@
+"""The dropout masks of several tensors drawn in one call: one random draw per forward instead of
+one per block (docs/cost.md, "Kernel launches").
+
+Each mask m has the shape of the tensor it drops and holds 0 or the keep scale s, so that
+dropout is one product, ``x * m``, in the forward and in the backward:
+
+    m = keep / q,  keep ~ Bernoulli(q),  q = 1 - p
+
+On CPU outside ``torch.compile`` the bits are :func:`random_bits_keep_mask`'s, word for word:
+mask i takes the ``ceil(numel_i / 4)`` 64-bit words that its own draw would take, in order, so
+the masks equal those of one :class:`RandomBitsDropout` call per tensor made in the same order
+(q quantised to a multiple of 1/65536 as there). Elsewhere, and when compiling, the draw is
+``torch.rand``: keep = (u >= p), q = 1 - p, the distribution of ``F.dropout``.
+"""
+from typing import List, Sequence, Tuple
+
+import torch
+
+from .random_bits_dropout import _LEVELS
+
+Shape = Tuple[int, ...]
+
+
+def _numel(shape: Shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def dropout_masks(shapes: Sequence[Shape], rates: Sequence[float],
+                  device: torch.device) -> List[torch.Tensor]:
+    """One float32 mask per shape (views of one draw), mask i for dropout rate ``rates[i]``
+    (each in (0, 1)). Costs one random draw plus a compare and a product per distinct rate."""
+    if len(shapes) != len(rates):
+        raise ValueError(f'{len(shapes)} shapes but {len(rates)} dropout rates')
+    if not shapes:
+        return []
+    numels = [_numel(s) for s in shapes]
+    bits_path = torch.device(device).type == 'cpu' and not torch.compiler.is_compiling()
+    if bits_path:  # each mask starts at a 64-bit word, as its own draw would
+        words = [(n + 3) // 4 for n in numels]
+        starts = [4 * sum(words[:i]) for i in range(len(words))]
+        draw = torch.empty(sum(words), dtype=torch.int64)
+        draw.random_(-2**63, None)  # every bit uniform: the int64 range in full
+        values = draw.view(torch.int16)  # uniform on [-32768, 32768)
+    else:
+        starts = [sum(numels[:i]) for i in range(len(numels))]
+        values = torch.rand(sum(numels), device=device)
+    scaled = {}
+    for p in sorted(set(rates)):
+        if bits_path:
+            dropped = round(p * _LEVELS)
+            keep = values >= dropped - _LEVELS // 2
+            scaled[p] = keep * (_LEVELS / (_LEVELS - dropped))
+        else:
+            scaled[p] = (values >= p) * (1.0 / (1.0 - p))
+    return [scaled[p][s:s + n].view(shape)
+            for shape, p, s, n in zip(shapes, rates, starts, numels)]
