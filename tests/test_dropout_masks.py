@@ -8,7 +8,7 @@ import mmseg_prompt  # noqa: F401
 from mmseg_prompt.models.utils import RandomBitsDropout
 from mmseg_prompt.models.utils.dropout_masks import dropout_masks
 
-from test_prompt_backbones import build, cross_attention_by_hand, timm_reference
+from test_prompt_backbones import build, cvpt_by_hand, timm_reference, vpt_deep_by_hand
 
 
 def test_masks_equal_one_random_bits_dropout_call_per_tensor_in_order():
@@ -42,43 +42,34 @@ def test_masks_drawn_while_compiling_keep_one_minus_p_at_the_scale():
     assert abs((big > 0).float().mean().item() - 0.75) < 0.01
 
 
-def _with_grads(fn, params):
+def _step(fn, params):
+    """Outputs and prompt gradients of one forward and backward, from seed 5."""
     for p in params:
         p.grad = None
+    torch.manual_seed(5)
     out = fn()
     sum((o ** 2).mean() for o in out).backward()
-    return [o.detach() for o in out], [p.grad.clone() for p in params]
+    return [o.detach() for o in out] + [p.grad.clone() for p in params]
+
+
+def _backbone_and_hand(path, by_hand, x, **cfg):
+    """The backbone's step and the hand computation's, from the same prompts and seed."""
+    bb = build(pretrained=str(path), **cfg).train()
+    params = list(bb.prompts.tokens.values())
+    with torch.no_grad():  # prompts as large as trained ones, so every dropped entry counts
+        for p in params:
+            p.normal_()
+    return bb, _step(lambda: bb(x), params), _step(lambda: by_hand(bb), params)
 
 
 def test_vpt_deep_prompt_dropout_equals_one_dropout_call_per_block(tiny_trunk_file):
     path, _ = tiny_trunk_file
     ref = timm_reference(path)
-    bb = build('VPTDeepViT', pretrained=str(path), num_prompts=[3, 5, 0],
-               prompt_dropout=0.3).train()
-    params = list(bb.prompts.tokens.values())
-    with torch.no_grad():
-        for p in params:
-            p.normal_()
     x = torch.randn(2, 3, 48, 64)
-    torch.manual_seed(5)
-    got, got_grads = _with_grads(lambda: bb(x), params)
-
-    def by_hand():
-        drop = RandomBitsDropout(0.3).train()
-        t = ref.norm_pre(ref._pos_embed(ref.patch_embed(x)))
-        out = []
-        for i, blk in enumerate(ref.blocks):
-            P = bb.prompts.get(i)
-            m = 0 if P is None else P.shape[0]
-            if m:
-                t = torch.cat([t[:, :1], drop(P.expand(2, -1, -1)), t[:, 1:]], 1)
-            t = blk(t)
-            t = torch.cat([t[:, :1], t[:, 1 + m:]], 1)
-            out.append(t[:, 1:].reshape(2, 3, 4, 64).permute(0, 3, 1, 2))
-        return out
-    torch.manual_seed(5)
-    expected, expected_grads = _with_grads(by_hand, params)
-    for g, e in zip(got + got_grads, expected + expected_grads):
+    bb, got, expected = _backbone_and_hand(
+        path, lambda bb: vpt_deep_by_hand(ref, bb, x, RandomBitsDropout(0.3).train()), x,
+        type='VPTDeepViT', num_prompts=[3, 5, 0], prompt_dropout=0.3)
+    for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-6)
     torch.manual_seed(6)  # another draw drops other entries
     assert (bb(x)[0] - got[0]).abs().max() > 1e-3
@@ -90,32 +81,13 @@ def test_cvpt_prompt_and_output_dropout_equal_one_dropout_call_each_per_block(ti
     """Per prompted block: its prompts' mask, then its cross-attention output's."""
     path, _ = tiny_trunk_file
     ref = timm_reference(path)
-    bb = build('CVPTViT', pretrained=str(path), num_prompts=[4, 0, 6], prompt_dropout=0.2,
-               cross_proj_drop=0.1, cross_attn_fold=fold).train()
-    params = list(bb.prompts.tokens.values())
-    with torch.no_grad():
-        for p in params:
-            p.normal_()
     x = torch.randn(2, 3, 64, 80)
-    torch.manual_seed(5)
-    got, got_grads = _with_grads(lambda: bb(x), params)
-
-    def by_hand():
-        drop_prompts, drop_out = RandomBitsDropout(0.2).train(), RandomBitsDropout(0.1).train()
-        t = ref.norm_pre(ref._pos_embed(ref.patch_embed(x)))
-        out = []
-        for i, blk in enumerate(ref.blocks):
-            t = t + blk.attn(blk.norm1(t))
-            P = bb.prompts.get(i)
-            if P is not None:
-                t = t + drop_out(cross_attention_by_hand(t, drop_prompts(P.expand(2, -1, -1)),
-                                                         blk.attn))
-            t = t + blk.mlp(blk.norm2(t))
-            out.append(t[:, 1:].reshape(2, 4, 5, 64).permute(0, 3, 1, 2))
-        return out
-    torch.manual_seed(5)
-    expected, expected_grads = _with_grads(by_hand, params)
-    for g, e in zip(got + got_grads, expected + expected_grads):
+    _, got, expected = _backbone_and_hand(
+        path, lambda bb: cvpt_by_hand(ref, bb, x, RandomBitsDropout(0.2).train(),
+                                      RandomBitsDropout(0.1).train()), x,
+        type='CVPTViT', num_prompts=[4, 0, 6], prompt_dropout=0.2, cross_proj_drop=0.1,
+        cross_attn_fold=fold)
+    for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, atol=2e-5, rtol=2e-5)
 
 

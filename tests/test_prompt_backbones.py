@@ -47,6 +47,44 @@ def cross_attention_by_hand(x, P, attn):
     return torch.einsum('bnc,oc->bno', heads, attn.proj.weight.detach()) + attn.proj.bias.detach()
 
 
+def _feature_map(t, x, patch=16):
+    """The patch tokens of t (B, 1 + N, D) as the backbone's (B, D, h, w) map of input x."""
+    h, w = -(-x.shape[2] // patch), -(-x.shape[3] // patch)
+    return t[:, 1:].reshape(t.shape[0], h, w, -1).permute(0, 3, 1, 2)
+
+
+def vpt_deep_by_hand(ref, bb, x, drop=lambda p: p):
+    """VPT-Deep written out over timm's blocks: [cls, drop(P_l), patches] into block l, the
+    prompt outputs cut out after it. ``drop`` is the prompt dropout, one call per block."""
+    t = ref.norm_pre(ref._pos_embed(ref.patch_embed(x)))
+    out = []
+    for i, blk in enumerate(ref.blocks):
+        P = bb.prompts.get(i)
+        m = 0 if P is None else P.shape[0]
+        if m:
+            t = torch.cat([t[:, :1], drop(P.expand(x.shape[0], -1, -1)), t[:, 1:]], 1)
+        t = blk(t)
+        t = torch.cat([t[:, :1], t[:, 1 + m:]], 1)
+        out.append(_feature_map(t, x))
+    return out
+
+
+def cvpt_by_hand(ref, bb, x, drop_prompts=lambda p: p, drop_out=lambda o: o):
+    """CVPT written out over timm's blocks: x + CrossAttn(x, drop_prompts(P_l)) (dropped by
+    ``drop_out``) between self-attention and MLP; the two dropouts one call each per block."""
+    t = ref.norm_pre(ref._pos_embed(ref.patch_embed(x)))
+    out = []
+    for i, blk in enumerate(ref.blocks):
+        t = t + blk.attn(blk.norm1(t))
+        P = bb.prompts.get(i)
+        if P is not None:
+            P = drop_prompts(P.expand(x.shape[0], -1, -1))
+            t = t + drop_out(cross_attention_by_hand(t, P, blk.attn))
+        t = t + blk.mlp(blk.norm2(t))
+        out.append(_feature_map(t, x))
+    return out
+
+
 @pytest.mark.parametrize('method', METHODS)
 @pytest.mark.parametrize('mode', ['eval', 'train'])
 def test_zero_prompts_equal_timm_forward_intermediates(tiny_trunk_file, method, mode, device):
@@ -123,15 +161,7 @@ def test_cvpt_backbone_equals_hand_computation(tiny_trunk_file, device):
             p.normal_()
     x = torch.randn(2, 3, 64, 80, device=device)
     with torch.no_grad():
-        got = bb(x)
-        t = ref.norm_pre(ref._pos_embed(ref.patch_embed(x)))
-        expected = []
-        for i, blk in enumerate(ref.blocks):
-            t = t + blk.attn(blk.norm1(t))
-            if i != 1:
-                t = t + cross_attention_by_hand(t, bb.prompts.get(i).detach(), blk.attn)
-            t = t + blk.mlp(blk.norm2(t))
-            expected.append(t[:, 1:].reshape(2, 4, 5, 64).permute(0, 3, 1, 2))
+        got, expected = bb(x), cvpt_by_hand(ref, bb, x)
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
     # and the prompts do contribute
@@ -151,17 +181,7 @@ def test_vpt_deep_equals_hand_computation(tiny_trunk_file, device, counts):  # o
             p.normal_()
     x = torch.randn(2, 3, 48, 64, device=device)
     with torch.no_grad():
-        got = bb(x)
-        t = ref.norm_pre(ref._pos_embed(ref.patch_embed(x)))
-        expected = []
-        for i, blk in enumerate(ref.blocks):
-            P = bb.prompts.get(i)
-            m = 0 if P is None else P.shape[0]
-            if m:
-                t = torch.cat([t[:, :1], P.detach().expand(2, -1, -1), t[:, 1:]], 1)
-            t = blk(t)
-            t = torch.cat([t[:, :1], t[:, 1 + m:]], 1)
-            expected.append(t[:, 1:].reshape(2, 3, 4, 64).permute(0, 3, 1, 2))
+        got, expected = bb(x), vpt_deep_by_hand(ref, bb, x)
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
