@@ -41,6 +41,9 @@ CASES = {
                    **DROP),
     # without MetricGuidedEncoderDecoder: it warns once, outside the traced forward
     'DAVPT-unguided': dict(type='DAVPTViT', num_prompts=4, num_guided_prompts=5, **DROP),
+    # the trunk stored in bfloat16: its forward enters bfloat16 autocast itself
+    'CVPT-plain-bf16-trunk': dict(type='CVPTViT', num_prompts=4, cross_attn_fold='never',
+                                  cross_proj_drop=0.1, trunk_dtype='bfloat16', **DROP),
 }
 # in eval mode the prompts are shared and the guidance flag is not read: these add nothing there
 EVAL_CASES = [c for c in CASES if not c.endswith(('-shared', '-unguided'))]
