@@ -40,6 +40,9 @@ def worker(rank, port, out_dir):
     model.recluster()
     torch.save(dict(mapping=model.class_to_prompt, centroids=model.centroids),
                f'{out_dir}/rank{rank}.pth')
+    # both ranks done before either tears gloo down: a rank that exits while the other still
+    # holds the connection can abort ("terminate called without an active exception")
+    dist.barrier()
     dist.destroy_process_group()
 
 
