@@ -122,9 +122,9 @@ class BlockPrompts(GuidedPromptsContract):
 
     def begin_forward(self, tokens: torch.Tensor) -> None:
         """Draw this forward's masks (:meth:`block_masks` of every prompted block, in block
-        order) for tokens (B, T, D) in one call, and make every block's per-sample prompts
-        P_l * m_l (B, M_l, D) with one product (cast once to :meth:`prompt_dtype`, if any);
-        the masks after each block's prompt mask are kept for the block (:attr:`_masks`)."""
+        order) for tokens (B, T, D) in one call, and make every block's per-sample prompts at
+        once (:meth:`_batch_every_block`); the masks after each block's prompt mask are kept for
+        the block (:attr:`_masks`)."""
         self._batch_prompts, self._masks = None, {}
         blocks = [i for i, k in enumerate(self.block_keys) if k is not None]
         if not self.enabled or not blocks:
@@ -136,24 +136,29 @@ class BlockPrompts(GuidedPromptsContract):
         per_block = [[next(drawn) for _ in plan] for plan in planned]
         dtype = self.prompt_dtype(tokens)
         if self.per_sample or dtype is not None:
-            prompts = torch.cat([self.tokens[self.block_keys[i]] for i in blocks]) \
-                if len(blocks) > 1 else self.tokens[self.block_keys[blocks[0]]]
-            axis = -2
-            if self.per_sample:  # (B, sum M_l, D), or (sum M_l, B, D) prompts first
-                prompt_masks = [masks.pop(0) for masks in per_block]
-                if self.PROMPTS_FIRST:
-                    prompt_masks = [m.transpose(0, 1) for m in prompt_masks]
-                    prompts, axis = prompts.unsqueeze(1), 0
-                mask = torch.cat(prompt_masks, dim=axis) if len(blocks) > 1 \
-                    else prompt_masks[0]
-                prompts = prompts * mask
-            if dtype is not None:
-                prompts = prompts.to(dtype)
-            chunks = prompts.split([self.counts[i] for i in blocks], dim=axis)
-            batched = iter(c.transpose(0, 1) if axis == 0 else c for c in chunks)
+            prompt_masks = [masks.pop(0) for masks in per_block] if self.per_sample else None
+            batched = iter(self._batch_every_block(blocks, prompt_masks, dtype))
             self._batch_prompts = [None if k is None else next(batched)
                                    for k in self.block_keys]
         self._masks = {i: masks for i, masks in zip(blocks, per_block) if masks}
+
+    def _batch_every_block(self, blocks: List[int], masks: Optional[List[torch.Tensor]],
+                           dtype: Optional[torch.dtype]) -> Tuple[torch.Tensor, ...]:
+        """The prompts of ``blocks``: P_l * m_l (B, M_l, D) with the masks, else (M_l, D), cast
+        to ``dtype`` if given: one concatenation, one product and one cast for every block,
+        then per-block views (laid out (M_l, B, D) in memory with ``PROMPTS_FIRST``)."""
+        prompts = torch.cat([self.tokens[self.block_keys[i]] for i in blocks]) \
+            if len(blocks) > 1 else self.tokens[self.block_keys[blocks[0]]]
+        axis = -2
+        if masks is not None:  # (B, sum M_l, D), or (sum M_l, B, D) prompts first
+            if self.PROMPTS_FIRST:
+                masks = [m.transpose(0, 1) for m in masks]
+                prompts, axis = prompts.unsqueeze(1), 0
+            prompts = prompts * (torch.cat(masks, dim=axis) if len(masks) > 1 else masks[0])
+        if dtype is not None:
+            prompts = prompts.to(dtype)
+        chunks = prompts.split([self.counts[i] for i in blocks], dim=axis)
+        return tuple(c.transpose(0, 1) if axis == 0 else c for c in chunks)
 
     def train(self, mode: bool = True) -> 'BlockPrompts':
         """Switch mode; what :meth:`begin_forward` made for the other mode is dropped."""
