@@ -148,8 +148,7 @@ def count_ops(args, method, prompts):
     form = None
     if method == 'cvpt':  # counted on the CPU, in the form fold='auto' picks on --device
         form = _cross_form(args, model, prompts)
-        backbone = model if args.head == 'none' else model.backbone
-        backbone.prompts.cross_attn.fold = 'always' if form == 'folded' else 'never'
+        _backbone(args, model).prompts.cross_attn.fold = 'always' if form == 'folded' else 'never'
     x = torch.randn(args.batch, 3, args.img, args.img)
     if method == 'trunk':
         x.requires_grad_(True)  # the loss back-propagates through every frozen block
@@ -164,7 +163,7 @@ def count_ops(args, method, prompts):
     _infer(args, model, x)
     with KernelOpCounter() as infer:
         _infer(args, model, x)
-    depth = (model if args.head == 'none' else model.backbone).depth
+    depth = _backbone(args, model).depth
     return dict(method=method, prompts=prompts if method != 'trunk' else 0, depth=depth, form=form,
                 train_ops=train.total, train_copies=train.copies, infer_ops=infer.total,
                 infer_copies=infer.copies, train_counts=dict(train.counts.most_common()))
@@ -260,9 +259,14 @@ def _median_time(args, fn, device):
     return statistics.median(_timed(fn, args.repeats, device))
 
 
+def _backbone(args, model):
+    """The backbone of the case: the model itself, or the segmentor's (``--head upernet``)."""
+    return model if args.head == 'none' else model.backbone
+
+
 def _cross_form(args, model, prompts):
     """'folded' or 'plain': the cross-attention form CVPT runs at this prompt count."""
-    backbone = model if args.head == 'none' else model.backbone
+    backbone = _backbone(args, model)
     attn = backbone.trunk.blocks[0].attn
     folded = backbone.prompts.cross_attn.use_fold(attn, prompts, backbone.embed_dim,
                                                   args.device)

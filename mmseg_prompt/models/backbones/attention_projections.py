@@ -16,13 +16,20 @@ class AttentionTensors(NamedTuple):
     proj_bias: Optional[torch.Tensor]
 
 
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype autocast computes matmuls in on ``device_type``, or None when it is off."""
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
 def attention_tensors(attn: nn.Module, device_type: str) -> AttentionTensors:
     """The attention's tensors as stored or, under autocast to another dtype on ``device_type``,
     cast to it once (a block's several uses of one weight then share the cast)."""
     tensors = AttentionTensors(attn.qkv.weight, attn.qkv.bias, attn.proj.weight, attn.proj.bias)
-    if not torch.is_autocast_enabled(device_type):
+    dtype = autocast_dtype(device_type)
+    if dtype is None:
         return tensors
-    dtype = torch.get_autocast_dtype(device_type)
     return AttentionTensors(*(t if t is None or t.dtype == dtype else t.to(dtype)
                               for t in tensors))
 

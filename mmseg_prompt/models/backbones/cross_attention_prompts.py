@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 
-from .attention_projections import attention_tensors, qkv_project
+from .attention_projections import attention_tensors, autocast_dtype, qkv_project
 from .block_prompts import BlockPrompts, normalise_indices, prompt_counts, xavier_bound_3d
 from .block_steps import Branch, BlockSteps, check_steppable
 
@@ -84,7 +84,7 @@ class PromptCrossAttention(nn.Module):
         heads, head_dim = attn.num_heads, attn.head_dim
         device = x.device.type
         tensors = attention_tensors(attn, device)  # cast once per block under autocast
-        if prompts.dtype != x.dtype and not torch.is_autocast_enabled(device):
+        if prompts.dtype != x.dtype and autocast_dtype(device) is None:
             prompts = prompts.to(x.dtype)
         # Keys and values depend on the prompts only: once per forward when they are shared.
         # Per-sample prompts laid out (M, B, D) are projected in that order (one matmul).
@@ -139,7 +139,7 @@ class PromptCrossAttention(nn.Module):
             k_fold, v_fold = k_fold.transpose(-3, -2), v_fold.transpose(-3, -2)
             c = None if c is None else c.transpose(-2, -1)
         # the products' dtype: autocast's (the folded matrices already are), else x's
-        dtype = k.dtype if torch.is_autocast_enabled(x.device.type) else x.dtype
+        dtype = autocast_dtype(x.device.type) or x.dtype
         k_fold, v_fold = k_fold.flatten(-3, -2).to(dtype), v_fold.flatten(-3, -2).to(dtype)
         c = None if c is None else c.flatten(-2).to(dtype)                    # (.., H M)
         b_o = tensors.proj_bias
@@ -235,8 +235,7 @@ class CrossAttentionPrompts(BlockPrompts):
     def prompt_dtype(self, tokens: torch.Tensor) -> Optional[torch.dtype]:
         """Under autocast, its dtype: the key/value projections take the prompts cast once per
         forward for every block."""
-        device = tokens.device.type
-        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        return autocast_dtype(tokens.device.type)
 
     def block_masks(self, index: int, batch: int, tokens: int
                     ) -> List[Tuple[Tuple[int, ...], float]]:

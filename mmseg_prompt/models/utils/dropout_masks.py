@@ -12,20 +12,14 @@ the masks equal those of one :class:`RandomBitsDropout` call per tensor made in 
 (q quantised to a multiple of 1/65536 as there). Elsewhere, and when compiling, the draw is
 ``torch.rand``: keep = (u >= p), q = 1 - p, the distribution of ``F.dropout``.
 """
+import math
 from typing import List, Sequence, Tuple
 
 import torch
 
-from .random_bits_dropout import _LEVELS
+from .random_bits_dropout import keep_scale, keep_threshold, random_int16
 
 Shape = Tuple[int, ...]
-
-
-def _numel(shape: Shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def dropout_masks(shapes: Sequence[Shape], rates: Sequence[float],
@@ -36,23 +30,19 @@ def dropout_masks(shapes: Sequence[Shape], rates: Sequence[float],
         raise ValueError(f'{len(shapes)} shapes but {len(rates)} dropout rates')
     if not shapes:
         return []
-    numels = [_numel(s) for s in shapes]
+    numels = [math.prod(s) for s in shapes]
     bits_path = torch.device(device).type == 'cpu' and not torch.compiler.is_compiling()
     if bits_path:  # each mask starts at a 64-bit word, as its own draw would
-        words = [(n + 3) // 4 for n in numels]
-        starts = [4 * sum(words[:i]) for i in range(len(words))]
-        draw = torch.empty(sum(words), dtype=torch.int64)
-        draw.random_(-2**63, None)  # every bit uniform: the int64 range in full
-        values = draw.view(torch.int16)  # uniform on [-32768, 32768)
+        lengths = [4 * ((n + 3) // 4) for n in numels]
+        values = random_int16(sum(lengths))
     else:
-        starts = [sum(numels[:i]) for i in range(len(numels))]
+        lengths = numels
         values = torch.rand(sum(numels), device=device)
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
     scaled = {}
     for p in sorted(set(rates)):
         if bits_path:
-            dropped = round(p * _LEVELS)
-            keep = values >= dropped - _LEVELS // 2
-            scaled[p] = keep * (_LEVELS / (_LEVELS - dropped))
+            scaled[p] = (values >= keep_threshold(p)) * keep_scale(p)
         else:
             scaled[p] = (values >= p) * (1.0 / (1.0 - p))
     return [scaled[p][s:s + n].view(shape)

@@ -18,6 +18,7 @@ Inside ``torch.compile`` (``torch.compiler.is_compiling()``) it is ``F.dropout``
 keep rate is the same Bernoulli(1 - p) (up to the 7.6e-6 quantisation above), the random stream
 another: a compiled and an eager run draw different masks from the same seed.
 """
+import math
 from typing import Sequence
 
 import torch
@@ -27,16 +28,29 @@ import torch.nn.functional as F
 _LEVELS = 1 << 16
 
 
+def random_int16(numel: int) -> torch.Tensor:
+    """``numel`` CPU int16 values uniform on [-32768, 32768), four from each of
+    ceil(numel / 4) 64-bit draws of torch's default generator."""
+    words = torch.empty((numel + 3) // 4, dtype=torch.int64)
+    words.random_(-2**63, None)  # every bit uniform: the int64 range in full
+    return words.view(torch.int16)[:numel]
+
+
+def keep_threshold(p: float) -> int:
+    """The int16 value at and above which an element is kept: keep rate
+    1 - round(p * 65536) / 65536."""
+    return round(p * _LEVELS) - _LEVELS // 2
+
+
+def keep_scale(p: float) -> float:
+    """1 / the keep rate of :func:`keep_threshold`, so that E[out] = x exactly."""
+    return _LEVELS / (_LEVELS - round(p * _LEVELS))
+
+
 def random_bits_keep_mask(shape: Sequence[int], p: float) -> torch.Tensor:
     """CPU bool mask of ``shape``, each element True with probability
     1 - round(p * 65536) / 65536."""
-    numel = 1
-    for s in shape:
-        numel *= s
-    words = torch.empty((numel + 3) // 4, dtype=torch.int64)
-    words.random_(-2**63, None)  # every bit uniform: the int64 range in full
-    bits = words.view(torch.int16)[:numel].view(shape)  # uniform on [-32768, 32768)
-    return bits >= round(p * _LEVELS) - _LEVELS // 2
+    return random_int16(math.prod(shape)).view(shape) >= keep_threshold(p)
 
 
 class RandomBitsDropout(nn.Module):
@@ -54,12 +68,11 @@ class RandomBitsDropout(nn.Module):
             return x
         if x.device.type != 'cpu' or torch.compiler.is_compiling():
             return F.dropout(x, self.p, training=True)
-        dropped = round(self.p * _LEVELS)
-        if dropped == 0:
+        if round(self.p * _LEVELS) == 0:
             return x
         keep = random_bits_keep_mask(x.shape, self.p)
         # autograd keeps only the bool mask; the gradient is masked and scaled the same way
-        return torch.where(keep, x * (_LEVELS / (_LEVELS - dropped)), 0.0)
+        return torch.where(keep, x * keep_scale(self.p), 0.0)
 
     def extra_repr(self) -> str:
         return f'p={self.p}'
