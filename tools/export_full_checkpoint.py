@@ -55,7 +55,10 @@ def merge_parts(model, cfg: Config):
     backbone = model.backbone
     merged = [part for part in backbone.parts if part.MERGES_INTO_TRUNK]
     for part in merged:
-        part.merge_into(backbone.trunk)
+        try:
+            part.merge_into(backbone.trunk)
+        except ValueError as e:  # this trunk has no tensor to fold the part into
+            raise SystemExit(f'--merge: {e}') from e
     if not merged:
         raise SystemExit(f'--merge: none of the tuning parts of {type(backbone).__name__} '
                          f'({", ".join(type(p).__name__ for p in backbone.parts) or "none"}) '

@@ -9,6 +9,10 @@ import torch.nn as nn
 # A tiny ViT (3 blocks, width 64) for the CPU tests; the architecture is timm's own.
 TINY_NAME = 'vit_base_patch16_224'
 TINY_KWARGS = dict(depth=3, embed_dim=64, num_heads=2)
+# A tiny DINOv3-style trunk (timm's Eva: RoPE, 4 registers, LayerScale, separate q/v biases),
+# LayerScale started at 0.5 instead of DINOv3's 1e-5 so that its blocks do more than pass through.
+TINY_ROPE_NAME = 'vit_small_patch16_dinov3_qkvb'
+TINY_ROPE_KWARGS = dict(depth=3, embed_dim=64, num_heads=2, init_values=0.5)
 
 
 def save_random_trunk(backbone_cfg: Mapping, path: Union[str, Path], seed: int = 0) -> nn.Module:

@@ -19,6 +19,7 @@ from mmseg.registry import MODELS
 
 from .block_prompts import normalise_indices
 from .block_steps import Branch, check_steppable
+from .trunk_families import family_of
 from .tuning_part import TuningPart
 
 
@@ -77,9 +78,11 @@ class AdaptFormer(TuningPart):
         self.block_keys = [str(i) if i in self.blocks else None for i in range(depth)]
 
     def attach(self, trunk: nn.Module, model_name: str) -> None:
-        """The adapter adds beside a timm ``Block``'s MLP: check that each adapted block is one."""
+        """The adapter adds beside the MLP of a block run step by step: check that each adapted
+        block can be."""
+        family = family_of(trunk, model_name)
         for i in self.blocks:
-            check_steppable(trunk.blocks[i], i, model_name, 'AdaptFormer',
+            check_steppable(trunk.blocks[i], i, model_name, family, 'AdaptFormer',
                             'leave this block out of AdaptFormer\'s blocks')
 
     def beside_mlp(self, index: int, block: nn.Module) -> Optional[Branch]:

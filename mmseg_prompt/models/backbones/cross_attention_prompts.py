@@ -8,6 +8,10 @@ Per block l, with x (B, N, D) the residual stream, class token included (docs/me
 
 CrossAttn uses the block's own frozen ``qkv`` and ``proj`` tensors (not copies) and its heads, so
 self-attention stays on the N image tokens and the prompts cost O(N M D).
+
+On a RoPE trunk (DINOv3) the cross-attention has no positions: neither the prompts' keys nor the
+tokens' queries are rotated, so a token reads the prompts by content alone, as on a ViT, and both
+forms below stay exact (docs/methods.md, "Prompts and RoPE").
 """
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -19,6 +23,7 @@ from mmseg.registry import MODELS
 from .attention_projections import attention_tensors, autocast_dtype, qkv_project
 from .block_prompts import BlockPrompts, normalise_indices, prompt_counts, xavier_bound_3d
 from .block_steps import Branch, BlockSteps, check_steppable
+from .trunk_families import TrunkFamily, family_of
 
 Record = Dict[int, Dict[str, torch.Tensor]]
 
@@ -212,11 +217,12 @@ class CrossAttentionPrompts(BlockPrompts):
         self.cross_attn = PromptCrossAttention(proj_drop, fold=fold)
 
     def attach(self, trunk: nn.Module, model_name: str) -> None:
-        """CVPT adds a branch to each prompted block: check that it is a timm ``Block`` with a
-        fused qkv attention."""
+        """CVPT adds a branch to each prompted block: check that it is a block run step by step
+        (timm's ``Block`` or ``EvaBlock``) with a fused qkv attention."""
+        family = family_of(trunk, model_name)
         for i, m in enumerate(self.counts):
             if m > 0:
-                _check_block(trunk.blocks[i], i, model_name)
+                _check_block(trunk.blocks[i], i, model_name, family)
 
     def after_attention(self, index: int, block: nn.Module) -> Optional[Branch]:
         """The cross-attention of block ``index``'s tokens to its prompts, or None (no prompts,
@@ -262,10 +268,10 @@ class CrossAttentionPrompts(BlockPrompts):
                 g['cls'])
 
 
-def _check_block(block: nn.Module, index: int, model_name: str):
-    """CVPT runs a timm ``Block`` step by step and reuses its attention's tensors: check that
+def _check_block(block: nn.Module, index: int, model_name: str, family: TrunkFamily):
+    """CVPT runs a timm block step by step and reuses its attention's tensors: check that
     block ``index`` has them."""
-    check_steppable(block, index, model_name, 'CVPTViT', f'set num_prompts[{index}] = 0')
+    check_steppable(block, index, model_name, family, 'CVPTViT', f'set num_prompts[{index}] = 0')
     attn = block.attn
     qkv = getattr(attn, 'qkv', None)
     missing = [f'attn.{n}' for n in ('qkv', 'proj', 'num_heads', 'head_dim', 'scale', 'q_norm',
@@ -275,7 +281,7 @@ def _check_block(block: nn.Module, index: int, model_name: str):
         raise ValueError(
             f'CVPTViT needs timm ViT blocks with a fused qkv attention; block {index} of '
             f'{model_name} ({type(block).__name__}) does not fit (missing: '
-            f'{missing or "fused qkv"}). Use a VisionTransformer model (ViT, DeiT) or set '
+            f'{missing or "fused qkv"}). Use a ViT, DeiT, DINOv2 or DINOv3 model or set '
             f'num_prompts[{index}] = 0.')
     if getattr(attn, 'gate', None) is not None:
         raise ValueError(f'CVPTViT does not support gated attention (block {index} of '

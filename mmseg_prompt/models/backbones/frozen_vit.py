@@ -1,10 +1,11 @@
 """A frozen timm ViT trunk as an mmseg backbone: the shared base of every tuning method.
 
-The trunk is any timm ViT with a patch embedding and a stack of blocks (ViT-B/L/H, DeiT). It is
-frozen: no parameter has ``requires_grad`` and the trunk stays in eval mode while the segmentor
-trains (unless ``trunk_train_mode=True``). The tuning methods are parts over this one base
-(``tuning_part.py``, docs/methods.md, "Tuning parts"), built from sub-configs and combined by
-configuration:
+The trunk is a timm ViT of either family (``trunk_families.py``): ``VisionTransformer`` (ViT-B/L/H,
+DeiT, DINOv2) or ``Eva`` with RoPE (DINOv3, EVA-02); its weights are read from the files users
+download (``trunk_weights.py``). It is frozen: no parameter has ``requires_grad`` and the trunk
+stays in eval mode while the segmentor trains (unless ``trunk_train_mode=True``). The tuning
+methods are parts over this one base (``tuning_part.py``, docs/methods.md, "Tuning parts"),
+built from sub-configs and combined by configuration:
 
 - ``parts=[dict(type='LoRA', rank=8), dict(type='AdaptFormer'), ...]``: any registered parts;
 - ``prompts=dict(type='SequencePrompts', ...)`` (VPT-Deep, DA-VPT's guided prompts) or
@@ -18,7 +19,6 @@ names (and options) their configs and checkpoints use. The checkpoint policy is 
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Sequence, Set, Tuple
 
-import timm
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
@@ -32,6 +32,7 @@ from .block_steps import run_block_steps
 from .guidance_api import Features, Guidance, MetricGuidanceAPI
 from .kv_bias_deltas import KVBiasDeltas
 from .provenance import tensors_sha256
+from .trunk_families import Embedded, create_trunk, rope_with_prompts
 from .trunk_storage import check_trunk_dtype, store_matmul_weights, stored_dtype
 from .trunk_weights import load_trunk_weights
 from .tuning_part import GuidedPromptsContract, TuningPart
@@ -45,9 +46,11 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
     """Frozen timm ViT returning multi-level NCHW feature maps, like mmseg's ``VisionTransformer``.
 
     Args:
-        model_name: timm model name of the trunk.
-        img_size: the training input size; the position embedding is resampled to its grid at
-            load time and to each input's grid at run time.
+        model_name: timm model name of the trunk: a ``VisionTransformer`` (ViT, DeiT, DINOv2)
+            or an ``Eva`` (DINOv3, EVA-02) model (``trunk_families.py``).
+        img_size: the training input size; a position table is resampled to its grid at load
+            time and to each input's grid at run time (a RoPE trunk has none: its rotations are
+            made for each input's grid).
         pretrained: local checkpoint file (see ``trunk_weights``); loaded at build time.
             ``init_cfg=dict(type='Pretrained', checkpoint=...)`` (optionally with ``prefix``)
             is the alternative and is loaded by :meth:`init_weights`.
@@ -103,12 +106,7 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.model_name = model_name
         self.trunk_dtype = check_trunk_dtype(trunk_dtype)
-        self.trunk = timm.create_model(
-            model_name, pretrained=False, num_classes=0, img_size=img_size,
-            dynamic_img_size=True, dynamic_img_pad=True, **(model_kwargs or {}))
-        if not hasattr(self.trunk, 'blocks') or not hasattr(self.trunk, 'patch_embed'):
-            raise ValueError(f'{model_name} is not a ViT with `patch_embed` and `blocks`; '
-                             f'FrozenViT needs a timm VisionTransformer-style model.')
+        self.trunk, self.family = create_trunk(model_name, img_size, model_kwargs)
         patch = self.trunk.patch_embed.patch_size
         sizes = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         if any(s % p for s, p in zip(sizes, patch)):
@@ -318,42 +316,37 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
             self._trunk_loaded('a full checkpoint', sha256)
 
     # ------------------------------------------------------------------ forward
-    def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """Patch-embed, pad and add the position embedding resampled to the input's grid.
-
-        Returns tokens (B, prefix + h*w, D) and the grid (h, w).
-        """
-        tokens = self.trunk.patch_embed(x)  # (B, h, w, D): dynamic_img_size keeps the grid
-        grid = tokens.shape[1:3]
-        # timm's only way to add its (resampled) position embedding and prefix tokens: the one
-        # private timm member used here; test_frozen_vit checks the result against timm's forward
-        tokens = self.trunk._pos_embed(tokens)
-        tokens = self.trunk.patch_drop(tokens)
-        return self.trunk.norm_pre(tokens), grid
+    def embed(self, x: torch.Tensor) -> Embedded:
+        """Patch-embed, pad, add the prefix tokens and the position table resampled to the
+        input's grid (the family's way): tokens (B, prefix + h*w, D), grid (h, w) and the
+        patches' RoPE (None for a ViT)."""
+        return self.family.embed(self.trunk, x)
 
     def forward_block(self, index: int, block: nn.Module, x: torch.Tensor,
-                      record: Optional[Guidance] = None,
-                      present: int = 0) -> Tuple[torch.Tensor, int]:
+                      record: Optional[Guidance] = None, present: int = 0,
+                      rope: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, int]:
         """Run block ``index`` on tokens ``x`` (B, prefix + present + N, D), ``present`` the
-        sequence part's tokens of the previous block after the prefix: the sequence part puts
-        this block's in their place, then timm's own forward runs, or the block step by step
-        when a part adds a branch or a guided block records its features (into ``record``, when
-        given). Returns the output and how many sequence-part tokens it holds."""
+        sequence part's tokens of the previous block after the prefix, ``rope`` the patches'
+        RoPE (Eva): the sequence part puts this block's in their place, then timm's own forward
+        runs, or the block step by step when a part adds a branch or a guided block records its
+        features (into ``record``, when given). Returns the output and how many sequence-part
+        tokens it holds."""
         n = self.num_prefix_tokens
         sequence = self.sequence_part
         if sequence is not None:
             x, present = sequence.insert(index, x, n, present)
+        rope = rope_with_prompts(rope, present)  # the sequence part's tokens are not rotated
         parts = self.parts
         after = [f for f in (p.after_attention(index, block) for p in parts) if f is not None]
         beside = [f for f in (p.beside_mlp(index, block) for p in parts) if f is not None]
         guide = self.guided_part
         guided = record is not None and guide is not None and index in guide.guided_blocks
         if after or beside or guided:
-            x, steps = run_block_steps(block, x, after, beside)
+            x, steps = run_block_steps(block, x, after, beside, self.family, rope)
             if guided:
                 record[index] = guide.guidance(index, steps, n + present)
         else:
-            x = block(x)
+            x = self.family.run_block(block, x, rope)
         return x, present
 
     def forward(self, x: torch.Tensor) -> Features:
@@ -372,7 +365,7 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
 
     def _forward_blocks(self, x: torch.Tensor, record: Optional[Guidance]) -> Features:
         B = x.shape[0]
-        tokens, (h, w) = self.embed(x)
+        tokens, (h, w), rope = self.embed(x)
         for part in self.parts:
             part.begin_forward(tokens)
         outs = []
@@ -382,9 +375,9 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         for i, block in enumerate(self.trunk.blocks):
             if use_cp:
                 tokens, present = checkpoint(self.forward_block, i, block, tokens, record,
-                                             present, use_reentrant=False)
+                                             present, rope, use_reentrant=False)
             else:
-                tokens, present = self.forward_block(i, block, tokens, record, present)
+                tokens, present = self.forward_block(i, block, tokens, record, present, rope)
             if i not in self.out_indices:
                 continue
             out = self.trunk.norm(tokens) if (self.final_norm and i == last) else tokens

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 
+from .attention_projections import hooked_qkv
 from .block_prompts import normalise_indices
 from .tuning_part import TuningPart
 
@@ -145,7 +146,8 @@ def _find_linear(block: nn.Module, name: str, index: int, model_name: str) -> nn
     if not isinstance(linear, nn.Linear):
         raise ValueError(f'LoRA target {name!r}: block {index} of {model_name} has no '
                          f'{parent}.{child} Linear; pick targets of {TARGETS} that it has')
-    return linear
+    # the fused qkv Linear of an Eva attention is set to run its hooks (attention_projections)
+    return hooked_qkv(block.attn) if name == 'qkv' else linear
 
 
 def _add_lora(module: nn.Linear, inputs, output: torch.Tensor, *, part: LoRA, block: int,
