@@ -15,7 +15,7 @@ from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
 from mmseg_prompt.models.utils import RandomBitsDropout, random_bits_keep_mask
-from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
+from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME, TINY_ROPE_KWARGS, TINY_ROPE_NAME
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRUNK = dict(TINY_KWARGS, depth=2)  # two blocks: compile time grows with the graph
@@ -45,6 +45,18 @@ CASES = {
     'CVPT-plain-bf16-trunk': dict(type='CVPTViT', num_prompts=4, cross_attn_fold='never',
                                   cross_proj_drop=0.1, trunk_dtype='bfloat16', **DROP),
 }
+# the same on a DINOv3 (Eva, RoPE) trunk, and the adapters
+DINOV3 = dict(model_name=TINY_ROPE_NAME, model_kwargs=dict(TINY_ROPE_KWARGS, depth=2))
+CASES.update({
+    'DINOv3-FrozenViT': dict(type='FrozenViT', **DINOV3),
+    'DINOv3-VPTDeepViT': dict(CASES['VPTDeepViT'], **DINOV3),
+    'DINOv3-CVPT-folded': dict(CASES['CVPT-folded'], **DINOV3),
+    'DINOv3-CVPT-plain': dict(CASES['CVPT-plain'], **DINOV3),
+    'DINOv3-DAVPT+': dict(CASES['DAVPT+'], **DINOV3),
+    'DINOv3-LoRA-AdaptFormer': dict(type='FrozenViT', parts=[
+        dict(type='LoRA', rank=2), dict(type='AdaptFormer', bottleneck=4)], **DINOV3),
+    'DINOv3-CVPT-plain-bf16-trunk': dict(CASES['CVPT-plain-bf16-trunk'], **DINOV3),
+})
 # in eval mode the prompts are shared and the guidance flag is not read: these add nothing there
 EVAL_CASES = [c for c in CASES if not c.endswith(('-shared', '-unguided'))]
 
@@ -64,9 +76,8 @@ def logged_messages():
 
 
 def build(case: str, device: str, **kw) -> torch.nn.Module:
-    cfg = dict(model_name=TINY_NAME, img_size=64, model_kwargs=TRUNK, out_indices=(0, 1),
-               **CASES[case])
-    cfg.update(kw)
+    cfg = dict(model_name=TINY_NAME, img_size=64, model_kwargs=TRUNK, out_indices=(0, 1))
+    cfg.update(CASES[case], **kw)
     return MODELS.build(cfg).to(device)
 
 
@@ -122,7 +133,7 @@ def test_a_block_compiles_alone_with_a_symbolic_index(case):
     """forward_block as its own frame with the block index a symbolic int, as dynamo makes it
     when a graph break upstream splits the forward: the prompt lookup must not need str(index)."""
     bb = build(case, 'cpu', num_prompts=[0, 3], prompt_dropout=0.0, **(
-        dict(cross_proj_drop=0.0) if case.startswith('CVPT') else {})).train()
+        dict(cross_proj_drop=0.0) if 'CVPT' in case else {})).train()
     torch.compiler.reset()
     block_fn = torch.compile(bb.forward_block, backend='eager', fullgraph=True, dynamic=True)
     x = torch.randn(2, 13, 64)
@@ -145,13 +156,15 @@ def outputs_and_grads(bb, x, fn):
                                                         marks=pytest.mark.slow),  # ~20 s on CPU
                                            ('CVPT-plain', 'aot_eager'),
                                            ('VPTDeepViT', 'aot_eager'),
-                                           ('DAVPT+', 'aot_eager')])
+                                           ('DAVPT+', 'aot_eager'),
+                                           ('DINOv3-CVPT-folded', 'aot_eager'),
+                                           ('DINOv3-DAVPT+', 'aot_eager')])
 def test_compiled_forward_and_gradients_equal_eager(case, backend, device):
     """Training mode with the dropouts off (both runs deterministic): the same outputs and the
     same gradients of the prompts (and DA-VPT+'s K/V bias deltas)."""
     torch.manual_seed(0)
     bb = build(case, device, prompt_dropout=0.0, **(
-        dict(cross_proj_drop=0.0) if case.startswith('CVPT') else {})).train()
+        dict(cross_proj_drop=0.0) if 'CVPT' in case else {})).train()
     with torch.no_grad():  # tuned tensors as large as trained ones, so every term matters
         for p in bb.parameters():
             if p.requires_grad:

@@ -74,7 +74,7 @@ def test_kv_bias_deltas_on_cvpt_equal_edited_self_attention_biases(tiny_trunk_fi
         for i, blk in enumerate(edited.trunk.blocks):
             blk.attn.qkv.bias[64:] += plus.kv_bias.delta[i].flatten()
         # the block by hand, from timm's own modules: CVPT's three residual branches
-        tokens, (h, w) = plus.embed(x)
+        tokens, (h, w), _ = plus.embed(x)
         expected = []
         for i, (e, f) in enumerate(zip(edited.trunk.blocks, frozen.trunk.blocks)):
             tokens = tokens + e.ls1(e.attn(e.norm1(tokens)))

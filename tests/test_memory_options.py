@@ -11,16 +11,14 @@ from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
 @pytest.mark.parametrize('method,extra', [('CVPTViT', {}), ('VPTDeepViT', {}),
                                           ('DAVPTViT', dict(bias_tuning=True))])
-def test_checkpointing_gives_the_same_outputs_and_prompt_gradients(tiny_trunk_file, method,
-                                                                   extra):
-    path, _ = tiny_trunk_file
+def test_checkpointing_gives_the_same_outputs_and_prompt_gradients(family_trunk, method, extra):
+    """On a ViT and on a DINOv3 (Eva) trunk."""
     grads, outs = [], []
     for with_cp in (False, True):
         torch.manual_seed(0)
-        bb = MODELS.build(dict(type=method, model_name=TINY_NAME, img_size=64,
-                               model_kwargs=TINY_KWARGS, out_indices=(0, 1, 2),
-                               pretrained=str(path), num_prompts=3, with_cp=with_cp,
-                               prompt_dropout=0.1, **extra)).train()
+        bb = MODELS.build(dict(type=method, img_size=64, out_indices=(0, 1, 2), num_prompts=3,
+                               with_cp=with_cp, prompt_dropout=0.1, **family_trunk,
+                               **extra)).train()
         torch.manual_seed(1)  # same dropout masks; checkpoint replays the RNG state
         out = bb(torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(2)))
         sum((o ** 2).mean() for o in out).backward()

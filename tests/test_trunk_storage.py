@@ -38,13 +38,12 @@ def _step(bb, x, autocast):
 
 
 @pytest.mark.parametrize('case', CASES)
-def test_bfloat16_trunk_equals_the_float32_trunk_under_autocast_bit_for_bit(tiny_trunk_file,
-                                                                             case):
-    path, _ = tiny_trunk_file
+def test_bfloat16_trunk_equals_the_float32_trunk_under_autocast_bit_for_bit(family_trunk, case):
+    """On a ViT and on a DINOv3 (Eva) trunk."""
     results = []
     for dtype in ('float32', 'bfloat16'):
         torch.manual_seed(0)
-        bb = build(pretrained=str(path), trunk_dtype=dtype, **CASES[case]).train()
+        bb = build(trunk_dtype=dtype, img_size=64, **family_trunk, **CASES[case]).train()
         with torch.no_grad():  # tuned tensors away from their zero init, so every term counts
             for p in bb.parameters():
                 if p.requires_grad:
@@ -54,7 +53,7 @@ def test_bfloat16_trunk_equals_the_float32_trunk_under_autocast_bit_for_bit(tiny
         results.append(_step(bb, x, autocast=dtype == 'float32'))
     for got, expected in zip(*results):
         assert got.dtype == expected.dtype and torch.equal(got, expected)
-    without = build(pretrained=str(path), **CASES[case]).train()  # no autocast at all
+    without = build(img_size=64, **family_trunk, **CASES[case]).train()  # no autocast at all
     without.load_state_dict(bb.state_dict())
     for got, expected in zip(results[1], _step(without, x, autocast=False)):
         torch.testing.assert_close(got, expected, atol=0.05, rtol=0.05)  # bfloat16's tolerance

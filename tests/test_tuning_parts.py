@@ -176,7 +176,7 @@ def test_adaptformer_equals_the_official_formula(tiny_trunk_file):
         assert all(torch.equal(a, b) for a, b in zip(bb(x), plain(x)))
     randomise(bb, 'adapters')
     with torch.no_grad():
-        tokens, (h, w) = bb.embed(x)
+        tokens, (h, w), _ = bb.embed(x)
         for i, blk in enumerate(bb.trunk.blocks):
             a = bb.adaptformer.adapters[str(i)]
             tokens = official_adaptformer_block(blk, (a.down.weight, a.down.bias),
@@ -219,7 +219,7 @@ def test_vpt_deep_with_lora_and_cvpt_with_adaptformer_combine_by_configuration(
                  parts=[ADAPTFORMER]).eval()
     randomise(cvpt, 'adapters', 'prompts')
     with torch.no_grad():
-        tokens, (h, w) = cvpt.embed(x)
+        tokens, (h, w), _ = cvpt.embed(x)
         for i, blk in enumerate(cvpt.trunk.blocks):
             a = cvpt.adaptformer.adapters[str(i)]
             y = tokens + blk.attn(blk.norm1(tokens))
