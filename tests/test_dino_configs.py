@@ -11,6 +11,7 @@ from mmengine.config import Config
 from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
+from mmseg_prompt.apis.config_checks import check_sizes_fit_patch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRUNKS = ('dinov2',)
@@ -125,9 +126,23 @@ def test_config_sets_the_trunk_its_normalisation_and_the_protocol(path):
         assert bb[key] == value, key
     pre = cfg.model.data_preprocessor
     assert (pre.mean, pre.std) == (IMAGENET['mean'], IMAGENET['std']) and pre.bgr_to_rgb
-    crop = (512, 512) if data == 'ade20k' else (480, 480)
-    assert tuple(pre.size) == crop == tuple(cfg.model.test_cfg.crop_size)
-    assert cfg.model.test_cfg.mode == 'slide'
+    # crops of whole patches (DINOv2: 518 = 37 x 37 and 476 = 34 x 34), as the tools require
+    crop = dict(dinov2=dict(ade20k=518, pascal_context=476),
+                dinov3=dict(ade20k=512, pascal_context=480))[trunk][data]
+    crop = (crop, crop)
+    check_sizes_fit_patch(cfg)
+    assert tuple(cfg.crop_size) == tuple(pre.size) == crop
+    assert tuple(cfg.model.test_cfg.crop_size) == crop and cfg.model.test_cfg.mode == 'slide'
+    assert tuple(cfg.model.test_cfg.stride) == (crop[0] * 2 // 3,) * 2  # mmseg's 2/3 overlap
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    assert pipeline == cfg.train_pipeline
+    stock = Config.fromfile(osp.join(REPO, 'configs/_base_/datasets', dict(
+        ade20k='ade20k.py', pascal_context='pascal_context_59.py')[data])).train_pipeline
+    assert [t for t in pipeline if t.type != 'RandomCrop'] == \
+        [t for t in stock if t.type != 'RandomCrop']  # the dataset's pipeline, but for the crop
+    assert [tuple(t.crop_size) for t in pipeline if t.type == 'RandomCrop'] == [crop]
+    # test images padded to whole patches (the padding is cut from the logits)
+    assert pre.get('test_cfg') == (dict(size_divisor=14) if trunk == 'dinov2' else None)
     assert cfg.model.decode_head.num_classes == DATASETS[data]
     assert cfg.train_dataloader.batch_size == 2  # x 8 GPUs = 16, both papers' and ours
     if method == 'linear':
@@ -153,16 +168,22 @@ UPERNET = [p for p in CONFIGS if method_of(p) != 'linear']
 
 @pytest.mark.parametrize('path', UPERNET, ids=name)
 def test_upernet_config_is_its_imagenet21k_config_with_the_trunk_swapped(path):
-    """Everything but the trunk (model name, weights, img_size) and the input normalisation is
-    the ImageNet-21k config's: method, neck, heads, data, schedule, hooks."""
+    """Everything but the trunk (model name, weights, img_size), the input normalisation and,
+    for DINOv2, the crops is the ImageNet-21k config's: method, neck, heads, data, schedule,
+    hooks."""
     ours = Config.fromfile(path).to_dict()
     theirs = Config.fromfile(osp.join(REPO, 'configs', osp.basename(path))).to_dict()
     trunk = path.split(osp.sep)[-2]
     for cfg in (ours, theirs):
         for key in ('model_name', 'pretrained', 'img_size'):
             cfg['model']['backbone'].pop(key)
-        for key in ('mean', 'std'):
-            cfg['model']['data_preprocessor'].pop(key)
+        for key in ('mean', 'std') + (('size', 'test_cfg') if trunk == 'dinov2' else ()):
+            cfg['model']['data_preprocessor'].pop(key, None)
+        if trunk == 'dinov2':  # the crops (checked by the test above)
+            for key in ('crop_size', 'train_pipeline'):
+                cfg.pop(key)
+            cfg['model'].pop('test_cfg')
+            cfg['train_dataloader']['dataset'].pop('pipeline')
         for key in list(cfg):  # the trunk files' variables
             if key.startswith(trunk + '_'):
                 cfg.pop(key)
