@@ -14,7 +14,7 @@ import mmseg_prompt  # noqa: F401
 from mmseg_prompt.apis.config_checks import check_sizes_fit_patch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TRUNKS = ('dinov2',)
+TRUNKS = ('dinov2', 'dinov3')
 CONFIGS = sorted(p for t in TRUNKS for p in glob.glob(osp.join(REPO, 'configs', t, '*.py')))
 METHODS = ('linear', 'vpt', 'cvpt', 'davpt_plus', 'lora', 'adaptformer')
 DATASETS = dict(ade20k=150, pascal_context=59)

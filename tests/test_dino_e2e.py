@@ -52,7 +52,8 @@ def tiny_options(config, trunk_file, data_root, upernet):
     opts += [f'{k}_dataloader.dataset.data_root={data_root}' for k in ('train', 'val', 'test')]
     if upernet:
         opts += ['model.backbone.out_indices=(0,1,2,3)', f'model.neck.embed_dim={width}',
-                 'model.neck.norm_cfg.type=BN', f'model.decode_head.in_channels=[{width}]*4',
+                 'model.neck.norm_cfg.type=BN',
+                 'model.decode_head.in_channels=[{0},{0},{0},{0}]'.format(width),
                  'model.decode_head.channels=16', 'model.decode_head.norm_cfg.type=BN',
                  f'model.auxiliary_head.in_channels={width}', 'model.auxiliary_head.channels=8',
                  'model.auxiliary_head.norm_cfg.type=BN']
@@ -88,3 +89,10 @@ def test_dinov2_linear_probe_trains_and_tests(data):
         'backbone.provenance', 'decode_head.bn.weight', 'decode_head.bn.bias',
         'decode_head.conv_seg.weight', 'decode_head.conv_seg.bias'}
 
+
+def test_dinov3_upernet_with_prompts_trains_and_tests(data):
+    config = osp.join(REPO, 'configs/dinov3/vpt_vitl_ade20k.py')
+    log, keys = train_then_stock_test(config, data, 'dinov3_vpt', upernet=True)
+    assert 'VPTDeepViT (vit_large_patch16_dinov3)' in log
+    assert 'backbone.prompts.tokens.0' in keys and 'backbone.prompts.tokens.3' in keys
+    assert any(k.startswith('neck.') for k in keys)
