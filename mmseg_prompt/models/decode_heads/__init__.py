@@ -1,0 +1,3 @@
+from .bn_linear_head import BNLinearHead
+
+__all__ = ['BNLinearHead']
