@@ -283,6 +283,33 @@ def test_dinov3_every_format_gives_transformers_outputs_and_one_fingerprint(dino
     assert len(set(shas.values())) == 1, shas
 
 
+@pytest.mark.parametrize('hw', [(64, 64), (48, 80)])
+def test_dinov3_through_frozen_vit_every_format_and_one_fingerprint(dinov3, tmp_path, hw):
+    """The same through FrozenViT (pretrained= and init_cfg=), with its trunk_sha256."""
+    root, hf = dinov3
+    x = torch.randn(2, 3, *hw, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = hf(pixel_values=x).last_hidden_state[:, 1 + 4:]
+    timm_file = tmp_path / 'vit_small_patch16_dinov3_qkvb.pth'
+    torch.save(frozen_vit(DINOV3, 64, pretrained=str(root / 'hf')).trunk.state_dict(), timm_file)
+    sources = {'HF folder': dict(pretrained=str(root / 'hf')),
+               'model.safetensors alone': dict(pretrained=str(root / 'alone' /
+                                                               'model.safetensors')),
+               'Meta .pth': dict(pretrained=str(root / META_DINOV3_FILE)),
+               'timm .pth': dict(pretrained=str(timm_file)),
+               'Meta .pth by init_cfg': dict(init_cfg=dict(
+                   type='Pretrained', checkpoint=str(root / META_DINOV3_FILE)))}
+    shas = {}
+    for what, kw in sources.items():
+        bb = frozen_vit(DINOV3, 64, **kw)
+        bb.init_weights()
+        err = rel_err(patch_tokens(bb, x), expected)
+        print(f'DINOv3 FrozenViT {hw[0]}x{hw[1]} {what}: max relative error {err:.2e}')
+        assert err < RTOL, what
+        shas[what] = bb.trunk_sha256()
+    assert len(set(shas.values())) == 1, shas
+
+
 def small_dinov3(folder, seed: int = 6, zero_qv: bool = False, key_bias: bool = False, **cfg):
     """A 2-block DINOv3 ViT-S saved into ``folder``."""
     torch.manual_seed(0)
@@ -397,7 +424,7 @@ def test_dinov2_file_is_refused_by_a_dinov3_model(dinov2):
 # ---------------------------------------------------------------------------- provenance
 def test_tuned_checkpoint_follows_the_trunk_values_not_the_file_format(dinov2, tmp_path):
     """A tuned checkpoint trained on the HF folder loads on the same trunk read from Meta's file,
-    and is refused on another trunk of the same architecture."""
+    and is refused on another trunk of the same architecture (DINOv2)."""
     root, _ = dinov2
     tuned = frozen_vit(DINOV2, 98, pretrained=str(root / 'hf')).state_dict()
     frozen_vit(DINOV2, 98, pretrained=str(root / 'dinov2_vits14_reg4_pretrain.pth')
@@ -412,3 +439,17 @@ def test_tuned_checkpoint_follows_the_trunk_values_not_the_file_format(dinov2, t
 def test_folder_without_weights_names_what_is_missing(tmp_path):
     with pytest.raises(TrunkWeightsError, match='without model.safetensors'):
         frozen_vit(DINOV2, 98, pretrained=str(tmp_path))
+
+
+def test_dinov3_tuned_checkpoint_follows_the_trunk_values(dinov3, tmp_path):
+    """The same for DINOv3: trained on Meta's file, loaded on the HF folder; another DINOv3
+    trunk is refused."""
+    root, _ = dinov3
+    tuned = frozen_vit(DINOV3, 64, pretrained=str(root / META_DINOV3_FILE)).state_dict()
+    frozen_vit(DINOV3, 64, pretrained=str(root / 'hf')).load_state_dict(tuned)
+    torch.manual_seed(0)
+    randomise(DINOv3ViTModel(DINOv3ViTConfig(
+        patch_size=16, image_size=64, intermediate_size=1536, key_bias=False, **SMALL)),
+        seed=9).save_pretrained(tmp_path / 'other')
+    with pytest.raises(CheckpointMismatchError, match='sha256'):
+        frozen_vit(DINOV3, 64, pretrained=str(tmp_path / 'other')).load_state_dict(tuned)
