@@ -18,7 +18,7 @@ Steps (each one timed in the log):
 5. install this package (editable) with the rest of its dependencies;
 6. check ``import mmcv.ops, mmseg.models, timm, mmseg_prompt`` in the new environment.
 
-Air-gapped machines (docs in the README, "Offline installation"):
+Air-gapped machines (docs/install.md, "Offline installation"):
 
 - ``--download-wheelhouse DIR [--python-version 3.12] [--platform TAG ...] [--no-torch]``, on a
   machine that reaches the package registry: writes every file steps 2-5 need for that Python and

@@ -1,16 +1,15 @@
 """Dropout whose CPU mask is drawn from 16 random bits per element.
 
-On CPU, ``nn.Dropout`` spends most of its time in ``bernoulli_``, one generator call per element:
-about 12 ms for a (2, 1025, 768) tensor on this project's 2-core machine, against 2.5 ms for
-the (2050 x 768) @ (768 x 120) matmul of CVPT's folded cross-attention. Here one 64-bit draw from
-torch's generator gives four 16-bit integers r, uniform on [0, 65536), and an element is kept when
-r >= t, t = round(p * 65536):
+On CPU, ``nn.Dropout`` spends most of its time in ``bernoulli_``, one generator call per element.
+Here one 64-bit draw from torch's generator gives four 16-bit integers r, uniform on [0, 65536),
+and an element is kept when r >= t, t = round(p * 65536):
 
     keep ~ Bernoulli(1 - t / 65536),  out = x * keep / (1 - t / 65536)
 
 so E[out] = x exactly, and the drop rate is p quantised to a multiple of 1/65536 (within 7.6e-6
-of p). About 4x faster than ``nn.Dropout`` on CPU. The masks come from torch's default generator,
-so ``torch.manual_seed``, saved RNG states and activation checkpointing's RNG replay all apply.
+of p). It is faster than ``nn.Dropout`` on CPU (docs/cost.md has the timing). The masks come
+from torch's default generator, so ``torch.manual_seed``, saved RNG states and activation
+checkpointing's RNG replay all apply.
 On other devices it is ``F.dropout``, whose kernels are already fast there.
 
 Inside ``torch.compile`` (``torch.compiler.is_compiling()``) it is ``F.dropout`` on every device:
