@@ -2,7 +2,7 @@
 # on a frozen ViT-L/16 (ImageNet-21k) with UperNet:
 # PASCAL Context 59, crop 480, 80k iterations, total batch 16.
 # The dense adaptation (patch labels from the masks, multi-label class token) is this
-# project's: see the README, "DA-VPT for segmentation", and docs/methods.md.
+# project's: see docs/user_guides/davpt.md and docs/methods.md.
 # Recipe sources:
 # - prompts: VPT-Deep base with 10 prompts per block; the last block carries 20 guided prompts,
 #   one per cluster of classes (the paper finds about 20 best, loss in the last block best).

@@ -391,7 +391,8 @@ def install_mmcv(cfg: Settings, torch_version, py_tag):
     check_python_headers(cfg.python)
     jobs = os.cpu_count() or 1
     log(f'mmcv {MMCV_VERSION}: no cached build for {key}; compiling its CPU ops from source '
-        f'({MMCV_SOURCES} C++ files, {jobs} jobs; about 12-20 min on 2 cores)')
+        f'({MMCV_SOURCES} C++ files, {jobs} jobs; about 10-20 min on 2 cores, depending on '
+        f'the machine)')
     cache_dir.mkdir(parents=True, exist_ok=True)
     build_log = cache_dir.parent / f'build-{key}.log'
     log(f'  full build log: {build_log}')
