@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 
-from .block_prompts import normalise_indices
+from .block_indices import normalise_indices
 from .block_steps import Branch, check_steppable
 from .trunk_families import family_of
 from .tuning_part import TuningPart

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from mmseg.registry import MODELS
 
 from .attention_projections import attention_tensors, autocast_dtype, qkv_project
-from .block_prompts import BlockPrompts, normalise_indices, prompt_counts, xavier_bound_3d
+from .block_indices import normalise_indices
+from .block_prompts import BlockPrompts, prompt_counts, xavier_bound_3d
 from .block_steps import Branch, BlockSteps, check_steppable
 from .trunk_families import TrunkFamily, family_of
-
-Record = Dict[int, Dict[str, torch.Tensor]]
+from .tuning_part import Record
 
 
 class PromptCrossAttention(nn.Module):

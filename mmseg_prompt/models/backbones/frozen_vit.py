@@ -27,7 +27,7 @@ from mmseg.registry import MODELS
 from torch.utils.checkpoint import checkpoint
 
 from . import provenance, tuned_checkpoint
-from .block_prompts import normalise_indices
+from .block_indices import normalise_indices
 from .block_steps import run_block_steps
 from .guidance_api import Features, Guidance, MetricGuidanceAPI
 from .kv_bias_deltas import KVBiasDeltas

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from mmseg.registry import MODELS
 
 from .attention_projections import hooked_qkv
-from .block_prompts import normalise_indices
+from .block_indices import normalise_indices
 from .tuning_part import TuningPart
 
 _QKV_THIRDS = ('q', 'k', 'v')

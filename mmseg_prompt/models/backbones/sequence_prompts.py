@@ -16,10 +16,10 @@ import torch.nn as nn
 from mmseg.registry import MODELS
 
 from .attention_projections import qkv_project
-from .block_prompts import BlockPrompts, normalise_indices, prompt_counts, vpt_patch_bound
+from .block_indices import normalise_indices
+from .block_prompts import BlockPrompts, prompt_counts, vpt_patch_bound
 from .block_steps import BlockSteps
-
-Record = Dict[int, Dict[str, torch.Tensor]]
+from .tuning_part import Record
 
 
 @MODELS.register_module()
