@@ -87,7 +87,7 @@ class AdaptFormer(TuningPart):
 
     def beside_mlp(self, index: int, block: nn.Module) -> Optional[Branch]:
         key = self.block_keys[index]
-        if not self.enabled or key is None:
+        if key is None:
             return None
         return self.adapters[key]
 

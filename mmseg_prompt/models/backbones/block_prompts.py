@@ -12,6 +12,9 @@ import torch.nn as nn
 from ..utils.dropout_masks import dropout_masks
 from .tuning_part import GuidedPromptsContract
 
+# The name of a block's prompt-dropout mask among its masks (BlockPrompts.block_masks).
+PROMPT_MASK = 'prompts'
+
 
 def prompt_counts(num_prompts: Union[int, Sequence[int]], depth: int) -> List[int]:
     """Expand ``num_prompts`` (an int for every block, or one count per block) to ``depth``
@@ -89,7 +92,7 @@ class BlockPrompts(GuidedPromptsContract):
         # this forward's per-sample prompts of every block, and the blocks' other dropout
         # masks, made by begin_forward
         self._batch_prompts: Optional[List[Optional[torch.Tensor]]] = None
-        self._masks: Dict[int, List[torch.Tensor]] = {}
+        self._masks: Dict[int, Dict[str, torch.Tensor]] = {}
 
     def no_decay_parameters(self) -> Set[str]:
         return {f'tokens.{k}' for k in self.tokens}
@@ -108,12 +111,12 @@ class BlockPrompts(GuidedPromptsContract):
         return self.training and self.dropout_rate > 0
 
     def block_masks(self, index: int, batch: int, tokens: int
-                    ) -> List[Tuple[Tuple[int, ...], float]]:
-        """(shape, rate) of each dropout mask prompted block ``index`` takes in a forward of
-        ``batch`` samples of ``tokens`` tokens, in the order a per-block draw would take them:
-        here its prompts' (B, M_l, D), when dropout is active."""
-        return [((batch, self.counts[index], self.dim), self.dropout_rate)] \
-            if self.per_sample else []
+                    ) -> Dict[str, Tuple[Tuple[int, ...], float]]:
+        """The dropout masks prompted block ``index`` takes in a forward of ``batch`` samples
+        of ``tokens`` tokens, by name, as (shape, rate), in the order a per-block draw would
+        take them: here ``PROMPT_MASK``, its prompts' (B, M_l, D), when dropout is active."""
+        return {PROMPT_MASK: ((batch, self.counts[index], self.dim), self.dropout_rate)} \
+            if self.per_sample else {}
 
     def prompt_dtype(self, tokens: torch.Tensor) -> Optional[torch.dtype]:
         """The dtype the blocks use the prompts in, when they should be cast once per forward
@@ -123,20 +126,21 @@ class BlockPrompts(GuidedPromptsContract):
     def begin_forward(self, tokens: torch.Tensor) -> None:
         """Draw this forward's masks (:meth:`block_masks` of every prompted block, in block
         order) for tokens (B, T, D) in one call, and make every block's per-sample prompts at
-        once (:meth:`_batch_every_block`); the masks after each block's prompt mask are kept for
-        the block (:attr:`_masks`)."""
+        once (:meth:`_batch_every_block`); each block's other masks are kept for it by name
+        (:meth:`block_mask`)."""
         self._batch_prompts, self._masks = None, {}
         blocks = [i for i, k in enumerate(self.block_keys) if k is not None]
-        if not self.enabled or not blocks:
+        if not blocks:
             return
         batch = tokens.shape[0]
         planned = [self.block_masks(i, batch, tokens.shape[1]) for i in blocks]
-        flat = [m for plan in planned for m in plan]
+        flat = [spec for plan in planned for spec in plan.values()]
         drawn = iter(dropout_masks([s for s, _ in flat], [r for _, r in flat], tokens.device))
-        per_block = [[next(drawn) for _ in plan] for plan in planned]
+        per_block = [{name: next(drawn) for name in plan} for plan in planned]
         dtype = self.prompt_dtype(tokens)
         if self.per_sample or dtype is not None:
-            prompt_masks = [masks.pop(0) for masks in per_block] if self.per_sample else None
+            prompt_masks = [masks.pop(PROMPT_MASK) for masks in per_block] \
+                if self.per_sample else None
             batched = iter(self._batch_every_block(blocks, prompt_masks, dtype))
             self._batch_prompts = [None if k is None else next(batched)
                                    for k in self.block_keys]
@@ -160,6 +164,11 @@ class BlockPrompts(GuidedPromptsContract):
         chunks = prompts.split([self.counts[i] for i in blocks], dim=axis)
         return tuple(c.transpose(0, 1) if axis == 0 else c for c in chunks)
 
+    def block_mask(self, index: int, name: str) -> Optional[torch.Tensor]:
+        """This forward's dropout mask ``name`` of block ``index`` (:meth:`block_masks`), or
+        None when that dropout is not active."""
+        return self._masks.get(index, {}).get(name)
+
     def train(self, mode: bool = True) -> 'BlockPrompts':
         """Switch mode; what :meth:`begin_forward` made for the other mode is dropped."""
         self._batch_prompts, self._masks = None, {}
@@ -173,7 +182,7 @@ class BlockPrompts(GuidedPromptsContract):
         (B, M_l, D) with independent dropout per sample, from :meth:`begin_forward`. None if the
         block has no prompts.
         """
-        p = self.get(index) if self.enabled else None
+        p = self.get(index)
         if p is None:
             return None
         made = self._batch_prompts

@@ -13,7 +13,7 @@ On a RoPE trunk (DINOv3) the cross-attention has no positions: neither the promp
 tokens' queries are rotated, so a token reads the prompts by content alone, as on a ViT, and both
 forms below stay exact (docs/methods.md, "Prompts and RoPE").
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -26,6 +26,9 @@ from .block_prompts import BlockPrompts, prompt_counts, xavier_bound_3d
 from .block_steps import Branch, BlockSteps, check_steppable
 from .trunk_families import TrunkFamily, family_of
 from .tuning_part import Record
+
+# The name of a block's cross-attention output-dropout mask (CrossAttentionPrompts.block_masks).
+OUTPUT_MASK = 'cross_output'
 
 
 class PromptCrossAttention(nn.Module):
@@ -227,12 +230,10 @@ class CrossAttentionPrompts(BlockPrompts):
     def after_attention(self, index: int, block: nn.Module) -> Optional[Branch]:
         """The cross-attention of block ``index``'s tokens to its prompts, or None (no prompts,
         or switched off)."""
-        if not self.enabled or self.block_keys[index] is None:
+        if self.block_keys[index] is None:
             return None
         attn = block.attn
-
-        masks = self._masks.get(index, ())
-        drop_mask = masks[0] if masks else None
+        drop_mask = self.block_mask(index, OUTPUT_MASK)
 
         def cross_attention(x: torch.Tensor) -> torch.Tensor:
             return self.cross_attn(x, self.for_batch(index, x.shape[0]), attn, drop_mask)
@@ -244,11 +245,12 @@ class CrossAttentionPrompts(BlockPrompts):
         return autocast_dtype(tokens.device.type)
 
     def block_masks(self, index: int, batch: int, tokens: int
-                    ) -> List[Tuple[Tuple[int, ...], float]]:
-        """The prompts' mask, then the cross-attention output's (B, T, D), when active."""
+                    ) -> Dict[str, Tuple[Tuple[int, ...], float]]:
+        """The prompts' mask, then ``OUTPUT_MASK``, the cross-attention output's (B, T, D),
+        when active."""
         out = super().block_masks(index, batch, tokens)
         if self.training and self.cross_attn.proj_drop > 0:
-            out.append(((batch, tokens, self.dim), self.cross_attn.proj_drop))
+            out[OUTPUT_MASK] = ((batch, tokens, self.dim), self.cross_attn.proj_drop)
         return out
 
     def guidance(self, index: int, steps: BlockSteps, start: int) -> Dict[str, torch.Tensor]:

@@ -333,10 +333,10 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         tokens it holds."""
         n = self.num_prefix_tokens
         sequence = self.sequence_part
-        if sequence is not None:
+        if sequence is not None and sequence.enabled:
             x, present = sequence.insert(index, x, n, present)
         rope = rope_with_prompts(rope, present)  # the sequence part's tokens are not rotated
-        parts = self.parts
+        parts = [p for p in self.parts if p.enabled]  # a disabled part adds nothing
         after = [f for f in (p.after_attention(index, block) for p in parts) if f is not None]
         beside = [f for f in (p.beside_mlp(index, block) for p in parts) if f is not None]
         guide = self.guided_part
@@ -367,7 +367,8 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         B = x.shape[0]
         tokens, (h, w), rope = self.embed(x)
         for part in self.parts:
-            part.begin_forward(tokens)
+            if part.enabled:
+                part.begin_forward(tokens)
         outs = []
         last = self.depth - 1
         use_cp = self.with_cp and self.training and torch.is_grad_enabled()

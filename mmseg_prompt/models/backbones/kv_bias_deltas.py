@@ -16,7 +16,6 @@ the same q . dk for every key, which softmax cancels, so dk changes nothing and 
 under RoPE (DINOv3) a patch key is rotated after the shift, R_j (k_j + dk), so q_i . R_j dk varies
 with the key's position and dk acts as a learned relative-position bias.
 """
-from functools import partial
 from typing import Dict
 
 import torch
@@ -51,10 +50,7 @@ class KVBiasDeltas(TuningPart):
             if not isinstance(qkv, nn.Linear):
                 raise ValueError(f'bias_tuning=True, but block {i} of {model_name} has no fused '
                                  f'qkv Linear (model.backbone.bias_tuning)')
-            # a partial, not a closure: a deep copy of the model (EMA, TTA wrappers) then hooks
-            # the copy's part, not this one
-            hooked_qkv(block.attn).register_forward_hook(
-                partial(_add_kv_delta, part=self, index=i))
+            self.register_output_hook(hooked_qkv(block.attn), _add_kv_delta, index=i)
 
     def merge_into(self, trunk: nn.Module) -> None:
         """Add the deltas to the trunk's qkv biases (for an exported checkpoint that no longer
@@ -77,8 +73,6 @@ class KVBiasDeltas(TuningPart):
 
 def _add_kv_delta(module: nn.Linear, inputs, output: torch.Tensor, *, part: KVBiasDeltas,
                   index: int) -> torch.Tensor:
-    """Forward hook: qkv output (..., 3D) + [0, dk, dv] (the output as is while disabled)."""
-    if not part.enabled:
-        return output
+    """Forward hook: qkv output (..., 3D) + [0, dk, dv]."""
     delta = part.delta[index].flatten().to(output.dtype)                      # (2D,) = [dk, dv]
     return output + torch.cat([delta.new_zeros(output.shape[-1] - delta.numel()), delta])

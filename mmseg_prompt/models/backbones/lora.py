@@ -14,7 +14,6 @@ own on that third of the fused Linear's output, as the LoRA paper's W_q and W_v)
 (attention output), ``'fc1'`` and ``'fc2'`` (the MLP).
 """
 import math
-from functools import partial
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -96,9 +95,8 @@ class LoRA(TuningPart):
                 self.lora_B[self.key(i, target)] = nn.Parameter(torch.zeros(width, self.rank))
                 hooked.setdefault(id(linear), (linear, []))[1].append((target, start, width))
             for linear, slices in hooked.values():
-                # a partial, not a closure: a deep copy of the model hooks the copy's part
-                linear.register_forward_hook(partial(
-                    _add_lora, part=self, block=i, slices=tuple(sorted(slices, key=_start))))
+                self.register_output_hook(linear, _add_lora, block=i,
+                                          slices=tuple(sorted(slices, key=_start)))
 
     def delta(self, block: int, target: str, x: torch.Tensor) -> torch.Tensor:
         """s B A x for ``target`` of ``block``: x (..., in) -> (..., out of the target)."""
@@ -153,8 +151,6 @@ def _find_linear(block: nn.Module, name: str, index: int, model_name: str) -> nn
 def _add_lora(module: nn.Linear, inputs, output: torch.Tensor, *, part: LoRA, block: int,
               slices: Tuple[Tuple[str, int, int], ...]) -> torch.Tensor:
     """Forward hook: the Linear's output plus s B A dropout(x) on each target's rows."""
-    if not part.enabled:
-        return output
     x = part.dropout(inputs[0])
     if len(slices) == 1 and slices[0][2] == output.shape[-1]:  # the whole output
         return output + part.delta(block, slices[0][0], x)

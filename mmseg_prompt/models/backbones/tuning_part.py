@@ -25,7 +25,9 @@ It declares:
 - :attr:`MERGES_INTO_TRUNK` and :meth:`merge_into`: whether (and how) it folds into the
   trunk's weights, for export;
 - :attr:`enabled`: False makes it a no-op, so the backbone runs as the plain frozen trunk
-  (``FrozenViT.tuning_disabled``); every hook and branch honours it;
+  (``FrozenViT.tuning_disabled``): the backbone skips a disabled part's per-forward work,
+  sequence change and branches, and the hooks it registered through
+  :meth:`register_output_hook` pass the output through;
 - :attr:`guided_blocks`: blocks whose prompts metric guidance compares with the classes (a
   :class:`GuidedPromptsContract` part; at most one per trunk);
 - :meth:`begin_forward`: what it prepares once per forward for every block.
@@ -34,7 +36,8 @@ Parts that do not change the sequence combine freely: hooks on one layer add the
 branches at one sum add up.
 """
 from abc import ABCMeta, abstractmethod
-from typing import ClassVar, Dict, Optional, Set, Tuple
+from functools import partial
+from typing import Callable, ClassVar, Dict, Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
@@ -61,6 +64,13 @@ class TuningPart(nn.Module, metaclass=ABCMeta):
 
     def attach(self, trunk: nn.Module, model_name: str) -> None:
         """Check that ``trunk`` (a timm ViT) suits this part and register its hooks on it."""
+
+    def register_output_hook(self, module: nn.Module, hook: Callable, **kwargs) -> None:
+        """Add ``hook(module, inputs, output, part=self, **kwargs)``'s result in place of
+        ``module``'s output while this part is enabled (a forward hook; disabled, the output
+        passes through). A partial, not a closure: a deep copy of the model (EMA, TTA wrappers)
+        then hooks the copy's part, not this one."""
+        module.register_forward_hook(partial(_while_enabled, hook=hook, part=self, **kwargs))
 
     @abstractmethod
     def weights_layout(self) -> dict:
@@ -118,3 +128,9 @@ class GuidedPromptsContract(TuningPart):
                         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """tokens (B, N, D), prompts (M, D) and the output class token (B, D) of guided block
         ``index`` of ``record``."""
+
+
+def _while_enabled(module: nn.Module, inputs, output, *, hook: Callable, part: TuningPart,
+                   **kwargs):
+    """A part's forward hook, run only while the part is enabled (None: output unchanged)."""
+    return hook(module, inputs, output, part=part, **kwargs) if part.enabled else None
