@@ -124,7 +124,6 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         self.embed_dim = self.trunk.embed_dim
         self.num_prefix_tokens = self.trunk.num_prefix_tokens
         self._counts_logged = False
-        self._unguided_warned = False
         # Where the frozen trunk came from; None while it is randomly initialised.
         self.trunk_source: Optional[str] = None
         # The frozen trunk's sha256: computed when first needed after each trunk load.
@@ -144,7 +143,7 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         self._check_composition()
         # the parts' roles, found once (the forward asks for them in every block)
         self._sequence_name = next((p.NAME for p in self.parts if p.CHANGES_SEQUENCE), None)
-        self._guided_name = next((p.NAME for p in self.parts if p.guided_blocks), None)
+        self._guided_name = next((p.NAME for p in self._guided_parts()), None)
         tuned_checkpoint.register_state_dict_hooks(self)
 
     def _add_part(self, cfg: dict) -> TuningPart:
@@ -170,11 +169,16 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
     def _check_composition(self) -> None:
         """At most one part changes the token sequence, and at most one has guided blocks."""
         sequence = [type(p).__name__ for p in self.parts if p.CHANGES_SEQUENCE]
-        guided = [type(p).__name__ for p in self.parts if p.guided_blocks]
+        guided = [type(p).__name__ for p in self._guided_parts()]
         for what, found in (('changes the token sequence', sequence),
                             ('has metric-guided blocks', guided)):
             if len(found) > 1:
                 raise ValueError(f'{", ".join(found)}: only one part per trunk {what}')
+
+    def _guided_parts(self) -> List[GuidedPromptsContract]:
+        """The parts with metric-guided blocks."""
+        return [p for p in self.parts
+                if isinstance(p, GuidedPromptsContract) and p.guided_blocks]
 
     @property
     def parts(self) -> List[TuningPart]:
@@ -354,9 +358,11 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         when ``output_cls_token``)."""
         if self.training and self.guided_blocks and not torch.compiler.is_compiling():
             self.warn_unguided()
-        return self._forward(x, None)
+        return self.forward_recorded(x, None)
 
-    def _forward(self, x: torch.Tensor, record: Optional[Guidance]) -> Features:
+    def forward_recorded(self, x: torch.Tensor, record: Optional[Guidance]) -> Features:
+        """``forward`` without the unguided-training warning, recording each guided block's
+        features into ``record`` when given (``forward_guided`` gives one)."""
         device = x.device.type
         if self.trunk_dtype != torch.float32 and not torch.is_autocast_enabled(device):
             with torch.autocast(device, dtype=self.trunk_dtype):

@@ -18,16 +18,17 @@ Features = Tuple[Union[torch.Tensor, list], ...]
 
 
 class MetricGuidanceAPI:
-    """The guidance methods of :class:`FrozenViT` (a mixin: it needs ``guided_part``,
-    ``_forward`` and ``model_name`` from the backbone)."""
+    """The guidance methods of :class:`FrozenViT` (a mixin: it needs ``guided_part`` and
+    ``forward_recorded`` from the backbone)."""
 
     guided_part: Optional[GuidedPromptsContract]
+    _unguided_warned: bool = False  # this mixin's own: whether warn_unguided has warned
 
     def forward_guided(self, x: torch.Tensor) -> Tuple[Features, Guidance]:
         """``forward`` plus the guided blocks' features, for the metric loss: a dict
         {block index: tensors}, read with :meth:`metric_features`."""
         record: Guidance = {}
-        return self._forward(x, record), record
+        return self.forward_recorded(x, record), record
 
     @property
     def guided_blocks(self) -> Tuple[int, ...]:

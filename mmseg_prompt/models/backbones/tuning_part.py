@@ -28,8 +28,6 @@ It declares:
   (``FrozenViT.tuning_disabled``): the backbone skips a disabled part's per-forward work,
   sequence change and branches, and the hooks it registered through
   :meth:`register_output_hook` pass the output through;
-- :attr:`guided_blocks`: blocks whose prompts metric guidance compares with the classes (a
-  :class:`GuidedPromptsContract` part; at most one per trunk);
 - :meth:`begin_forward`: what it prepares once per forward for every block.
 
 Parts that do not change the sequence combine freely: hooks on one layer add their deltas, and
@@ -60,7 +58,6 @@ class TuningPart(nn.Module, metaclass=ABCMeta):
     def __init__(self) -> None:
         super().__init__()
         self.enabled = True
-        self.guided_blocks: Tuple[int, ...] = ()
 
     def attach(self, trunk: nn.Module, model_name: str) -> None:
         """Check that ``trunk`` (a timm ViT) suits this part and register its hooks on it."""
@@ -109,13 +106,14 @@ class TuningPart(nn.Module, metaclass=ABCMeta):
 
 
 class GuidedPromptsContract(TuningPart):
-    """A prompt part whose ``guided_blocks`` metric guidance may compare with the classes
+    """A prompt part whose :attr:`guided_blocks` metric guidance may compare with the classes
     (DA-VPT; docs/methods.md, "DA-VPT"): it records a guided block's features and says what the
-    metric loss compares."""
+    metric loss compares. At most one part per trunk has guided blocks."""
 
     TOKEN_SIDES: ClassVar[Tuple[str, ...]] = ()
     PROMPT_SIDES: ClassVar[Tuple[str, ...]] = ()
     counts: list
+    guided_blocks: Tuple[int, ...]  # blocks whose prompts are class proxies; () for none
 
     @abstractmethod
     def guidance(self, index: int, steps: BlockSteps, start: int) -> Dict[str, torch.Tensor]:
