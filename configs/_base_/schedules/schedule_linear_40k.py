@@ -7,9 +7,10 @@
 # then poly (power 1) to 0. DINOv3's linear probe changes the
 # weight decay, the decay's shape and adds dropout (configs/dinov3/linear_vitl_*.py).
 # Only trainable parameters reach the optimizer (the head's; the trunk is frozen).
-# mmseg-prompt's check hooks come from ../check_hooks.py (merged into default_hooks below).
-_base_ = ['../check_hooks.py']
+# The loops, hooks and checkpointing are schedule_160k.py's; what differs is set here.
+_base_ = ['./schedule_160k.py']
 optim_wrapper = dict(
+    _delete_=True,  # no paramwise_cfg: the head's BatchNorm takes the weight decay too
     type='OptimWrapper',
     constructor='PromptOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-4),
@@ -18,17 +19,5 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=40000, by_epoch=False),
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=40000, val_interval=10000)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=10000, max_keep_ckpts=3,
-                    save_best='mIoU',
-                    # via <file>.tmp<pid> and a rename (mmseg_prompt/utils/atomic_checkpoint.py)
-                    backend_args=dict(backend='atomic_local')),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+train_cfg = dict(max_iters=40000, val_interval=10000)
+default_hooks = dict(checkpoint=dict(interval=10000))
