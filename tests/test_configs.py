@@ -7,7 +7,7 @@ from mmengine.config import Config
 from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
-from mmseg_prompt.apis.label_classes import check_label_classes
+from mmseg_prompt.tooling.label_classes import check_label_classes
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # every config a user runs (the shared-settings files, `_base_/` and `_*.py`, are not)

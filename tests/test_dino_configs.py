@@ -11,7 +11,7 @@ from mmengine.config import Config
 from mmseg.registry import MODELS
 
 import mmseg_prompt  # noqa: F401
-from mmseg_prompt.apis.config_checks import check_sizes_fit_patch
+from mmseg_prompt.tooling.config_checks import check_sizes_fit_patch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRUNKS = ('dinov2', 'dinov3')

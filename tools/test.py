@@ -44,7 +44,7 @@ def parse_args(argv=None):
 
 
 def build_cfg(args) -> Config:
-    from mmseg_prompt.apis.tool_config import load_tool_config
+    from mmseg_prompt.tooling.tool_config import load_tool_config
     cfg = load_tool_config(args)
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
@@ -82,7 +82,7 @@ def build_cfg(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     import mmseg_prompt  # noqa: F401  (the config's custom_imports does the same)
-    from mmseg_prompt.apis.tool_config import check_and_prepare
+    from mmseg_prompt.tooling.tool_config import check_and_prepare
     cfg = build_cfg(args)
     check_and_prepare(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)

@@ -59,7 +59,7 @@ def add_check_hooks(cfg) -> None:
 
 
 def build_cfg(args) -> Config:
-    from mmseg_prompt.apis.tool_config import load_tool_config
+    from mmseg_prompt.tooling.tool_config import load_tool_config
     cfg = load_tool_config(args)
     if args.amp:
         from mmseg_prompt.engine import bf16_device
@@ -141,7 +141,7 @@ def check_resume_checkpoint(args, cfg: Config) -> None:
 def main(argv=None):
     args = parse_args(argv)
     import mmseg_prompt  # noqa: F401  (the config's custom_imports does the same)
-    from mmseg_prompt.apis.tool_config import check_and_prepare
+    from mmseg_prompt.tooling.tool_config import check_and_prepare
     cfg = build_cfg(args)
     check_and_prepare(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -34,7 +34,7 @@ class CheckSegLabels(BaseTransform):
     size, or holds a value outside 0..num_classes-1 and ignore_index.
 
     num_classes: the class count; None (the configs' default) checks channels and size only,
-        and the tools (``mmseg_prompt.apis.label_classes``) fill it in from the model's heads.
+        and the tools (``mmseg_prompt.tooling.label_classes``) fill it in from the model's heads.
     Optional keys: ``gt_seg_map`` (H, W), ``ori_shape``; ``seg_map_path``, ``img_path`` and
     ``reduce_zero_label`` are used in messages. Results pass through unchanged.
     """

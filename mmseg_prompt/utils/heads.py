@@ -1,5 +1,5 @@
 """The decode and auxiliary heads of a segmentor, built or as a config, with their config keys:
-one walk for the label checks before a Runner is built (``apis.label_classes``) and in it
+one walk for the label checks before a Runner is built (``tooling.label_classes``) and in it
 (``engine.label_check_hook``)."""
 from typing import List, Tuple
 

@@ -201,7 +201,7 @@ def run_case(args, method, prompts):
     from mmengine.registry import init_default_scope
 
     import mmseg_prompt  # noqa: F401
-    import mmseg_prompt.apis.complexity  # noqa: F401  (imported before the peak RSS is read)
+    import mmseg_prompt.tooling.complexity  # noqa: F401  (imported before the peak RSS is read)
     init_default_scope('mmseg')
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -355,7 +355,7 @@ def _inference_flops(args, method, prompts, model, x):
     """``gflops`` of one inference forward of the batch, traced in fp32 on the CPU (the model is
     moved there; under ``--compile`` a fresh one is built), and the operators the analyzer left
     out (``unsupported_ops``)."""
-    from mmseg_prompt.apis.complexity import SegmentorForward, flop_analyzer
+    from mmseg_prompt.tooling.complexity import SegmentorForward, flop_analyzer
     if args.compile:
         model = build(args, method, prompts)
     model.float().cpu().eval()

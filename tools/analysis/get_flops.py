@@ -60,7 +60,7 @@ def count(model, shape: tuple) -> dict:
     """Parameters (total, trainable) and FLOPs per part, and the frozen trunk's parameters."""
     import torch
 
-    from mmseg_prompt.apis.complexity import SegmentorForward, flop_analyzer
+    from mmseg_prompt.tooling.complexity import SegmentorForward, flop_analyzer
     torch.manual_seed(0)
     with torch.no_grad():
         analyzer = flop_analyzer(SegmentorForward(model), (torch.randn(1, 3, *shape),))

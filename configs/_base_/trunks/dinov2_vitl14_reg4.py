@@ -20,7 +20,7 @@ dinov2_normalisation = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 
 
 
 # Crops of whole patches. DINOv2 trains on 512 crops and pads them (centred) to 518; here the
-# crop is a multiple of 14 instead, as tools/train.py requires (mmseg_prompt/apis/
+# crop is a multiple of 14 instead, as tools/train.py requires (mmseg_prompt/tooling/
 # config_checks.py: a crop the trunk has to pad shifts the patch grid against the labels):
 # ADE20K 518 = 37 x 37, the pretraining grid (DINOv2's 512 padded), PASCAL Context 476 = 34 x 34
 # (mmseg's 480, the nearest multiple). Test images (short side 512 or 520) are padded right and
