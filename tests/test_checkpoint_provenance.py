@@ -151,6 +151,7 @@ def test_other_method_is_refused_and_the_right_config_passes(setup, baseline, to
     assert res.returncode != 0
     err = res.stderr
     assert REFUSED in err and 'CVPTViT' in err and 'VPTDeepViT' in err, err[-3000:]
+    assert 'a CrossAttentionPrompts part in the checkpoint, a SequencePrompts part in this' in err
     assert 'model.backbone.type' in err
     assert_passes(baseline, tool)
 
@@ -376,6 +377,7 @@ def test_other_prompt_layout_with_the_same_shapes_is_refused(tiny_trunk_file):
     path, _ = tiny_trunk_file
     tuned = tiny_segmentor(path, guided_blocks=(2,)).state_dict()
     with pytest.raises(CheckpointMismatchError,
-                       match=r'model.backbone.guided_blocks: \[2\] in the checkpoint, \[\] in'):
+                       match=r'CrossAttentionPrompts `prompts` guided_blocks: \[2\] in the '
+                             r'checkpoint, \[\] in this config'):
         tiny_segmentor(path).load_state_dict(tuned)
     tiny_segmentor(path, guided_blocks=(2,)).load_state_dict(tuned)  # the right layout loads

@@ -1,7 +1,10 @@
 """The tuning parts combine by configuration over the one frozen-trunk base (docs/methods.md,
 "Composition"): prompt parts built from a sub-config, K/V bias deltas on any of them, and the
 registered method names as those combinations."""
+import contextlib
 import copy
+import io
+import logging
 import json
 import os.path as osp
 import subprocess
@@ -11,12 +14,27 @@ import pytest
 import torch
 from mmseg.registry import MODELS
 
-from mmseg_prompt.models.backbones import TrunkWeightsError, provenance
+from mmseg_prompt.models.backbones import CheckpointMismatchError, TrunkWeightsError, provenance
+from mmseg_prompt.models.backbones.tuning_part import TuningPart
 from mmseg_prompt.testing import write_linear_head_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRUNK = dict(model_name='vit_base_patch16_224', img_size=64, out_indices=(0, 1, 2),
              model_kwargs=dict(depth=3, embed_dim=64, num_heads=2))
+
+
+@contextlib.contextmanager
+def _captured_log():
+    """What mmengine's current logger prints, captured."""
+    from mmengine.logging import MMLogger
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
 
 
 def build(trunk_file, **cfg):
@@ -35,25 +53,27 @@ def build(trunk_file, **cfg):
           dropout=0.0)),
 ])
 def test_the_registered_methods_are_parts_over_the_frozen_base(tiny_trunk_file, method, part):
-    """Each method name builds the same weights, layout and outputs as FrozenViT with the part's
-    sub-config; so one's checkpoint is another's, key by key."""
+    """Each method name builds the same weights, parts and outputs as FrozenViT with the part's
+    sub-config; so one's checkpoint is another's, provenance included, both ways."""
     path, _ = tiny_trunk_file
     named = build(path, **method).eval()
     composed = build(path, type='FrozenViT', prompts=part,
                      bias_tuning=method.get('bias_tuning', False)).eval()
-    tuned = {k: v for k, v in named.state_dict().items() if k != 'provenance'}
-    assert tuned.keys() == {k for k in composed.state_dict() if k != 'provenance'}
+    assert named.state_dict().keys() == composed.state_dict().keys()
     with torch.no_grad():
-        for v in tuned.values():
-            v.normal_()  # trained-looking values, bias deltas included
-    composed.load_state_dict({**tuned, 'provenance': composed.state_dict()['provenance']})
+        for k, v in named.state_dict(keep_vars=True).items():
+            if k != 'provenance':
+                v.normal_()  # trained-looking values, bias deltas included
+    assert named.parts_record() == composed.parts_record()
     assert named.weights_layout() == composed.weights_layout()
+    composed.load_state_dict(named.state_dict())  # the named one's record, as saved
     x = torch.randn(2, 3, 64, 48)
     with torch.no_grad():
         for a, b in zip(named(x), composed(x)):
             torch.testing.assert_close(a, b)
         plain = build(path, type='FrozenViT').eval()(x)
         assert (named(x)[-1] - plain[-1]).abs().max() > 1e-3  # the part does act
+    build(path, **method).load_state_dict(composed.state_dict())  # and the other way
 
 
 def test_kv_bias_deltas_on_cvpt_equal_edited_self_attention_biases(tiny_trunk_file):
@@ -110,20 +130,114 @@ def test_a_copied_model_shifts_by_its_own_deltas(tiny_trunk_file):
         torch.testing.assert_close(bb(x)[-1], before, rtol=0, atol=0)
 
 
-def test_checkpoints_from_before_the_composition_load_and_others_are_refused(tiny_trunk_file):
-    """Records written before the layout gained ``bias_tuning`` / ``guided_blocks`` mean their
-    defaults; a model with bias tuning still refuses such a checkpoint (it lacks the deltas)."""
-    path, _ = tiny_trunk_file
-    vpt = build(path, type='VPTDeepViT', num_prompts=2)
-    state = vpt.state_dict()
+def format1(state, backbone, **layout):
+    """``state`` with a provenance record as mmseg-prompt wrote it before it recorded the parts
+    (format 1: the backbone's class name, every part's options in one flat layout)."""
     record = provenance.decode(state['provenance'], 'provenance')
-    old = dict(record, layout={k: v for k, v in record['layout'].items()
-                               if k not in ('bias_tuning', 'guided_blocks')})
-    build(path, type='VPTDeepViT', num_prompts=2).load_state_dict(
-        dict(state, provenance=provenance.encode(old)))
+    old = dict(format=1, backbone=backbone, model_name=record['model_name'],
+               img_size=record['img_size'], trunk=record['trunk'],
+               layout=dict(out_indices=[0, 1, 2], final_norm=False, **layout))
+    return dict(state, provenance=provenance.encode(old))
+
+
+def test_format1_checkpoints_load_into_every_spelling_and_others_are_refused(tiny_trunk_file):
+    """Records written before the parts were recorded (format 1) load into the combination they
+    describe, however it is spelled now; records older still, before the layout gained
+    ``bias_tuning`` / ``guided_blocks``, mean their defaults."""
+    path, _ = tiny_trunk_file
+    state = build(path, type='VPTDeepViT', num_prompts=2).state_dict()
+    for layout in (dict(num_prompts=[2, 2, 2], guided_blocks=[], bias_tuning=False),
+                   dict(num_prompts=[2, 2, 2])):  # before guided_blocks and bias_tuning
+        old = format1(state, 'VPTDeepViT', **layout)
+        build(path, type='VPTDeepViT', num_prompts=2).load_state_dict(old)
+        build(path, type='FrozenViT', prompts=dict(type='SequencePrompts', num_prompts=2)
+              ).load_state_dict(old)
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'SequencePrompts `prompts` num_prompts: \[2, 2, 2\] in the '
+                             r'checkpoint, \[3, 3, 3\] in this config'):
+        build(path, type='VPTDeepViT', num_prompts=3).load_state_dict(format1(
+            build(path, type='VPTDeepViT', num_prompts=3).state_dict(), 'VPTDeepViT',
+            num_prompts=[2, 2, 2]))
+    with pytest.raises(CheckpointMismatchError,
+                       match='a SequencePrompts part in the checkpoint, a CrossAttentionPrompts'):
+        build(path, type='CVPTViT', num_prompts=2).load_state_dict(
+            format1(state, 'VPTDeepViT', num_prompts=[2, 2, 2]))
     with pytest.raises(TrunkWeightsError, match='no `kv_bias.delta`'):
         build(path, type='VPTDeepViT', num_prompts=2, bias_tuning=True).load_state_dict(
-            dict(state, provenance=provenance.encode(old)), strict=False)
+            format1(state, 'VPTDeepViT', num_prompts=[2, 2, 2]), strict=False)
+    # a format-1 FrozenViT record does not say which prompt part it had: loaded with a warning
+    old = format1(state, 'FrozenViT', num_prompts=[2, 2, 2], guided_blocks=[])
+    with _captured_log() as log:
+        build(path, type='FrozenViT', prompts=dict(type='SequencePrompts', num_prompts=2)
+              ).load_state_dict(old)
+    assert 'does not say which prompt part `backbone.prompts` is' in log.getvalue()
+
+
+def test_format1_adapter_layouts_load_and_their_options_are_checked(tiny_trunk_file):
+    """Format 1 nested LoRA's and AdaptFormer's options under their names; they now are parts."""
+    path, _ = tiny_trunk_file
+    parts = [dict(type='LoRA', rank=2, blocks=[0, 1]), dict(type='AdaptFormer', bottleneck=4)]
+    state = build(path, type='FrozenViT', parts=parts).state_dict()
+    lora = dict(rank=2, alpha=2.0, targets=['q', 'v'], blocks=[0, 1])
+    adapter = dict(bottleneck=4, scale=0.1, blocks=[0, 1, 2])
+    record = build(path, type='FrozenViT', parts=parts).parts_record()
+    assert record == dict(lora=dict(type='LoRA', layout=lora),
+                          adaptformer=dict(type='AdaptFormer', layout=adapter))
+    old = format1(state, 'FrozenViT', lora=lora, adaptformer=adapter)
+    build(path, type='FrozenViT', parts=parts[::-1]).load_state_dict(old)  # any order
+    with pytest.raises(CheckpointMismatchError, match=r'LoRA `lora` alpha: 2.0 in the checkpoint'
+                                                      r', 4.0 in this config'):
+        build(path, type='FrozenViT', parts=[dict(parts[0], alpha=4.0), parts[1]]
+              ).load_state_dict(old)
+
+
+class ScaledDelta(TuningPart):
+    """A throwaway part with a ``scale`` option that does not change its tensors' shapes."""
+    NAME = 'scaled_a'
+
+    def __init__(self, embed_dim: int, depth: int, scale: float = 1.0):
+        super().__init__()
+        self.scale = scale
+        self.delta = torch.nn.Parameter(torch.zeros(embed_dim))
+
+    def weights_layout(self) -> dict:
+        return dict(scale=self.scale)
+
+
+class OtherScaledDelta(ScaledDelta):
+    NAME = 'scaled_b'
+
+
+def test_each_part_records_its_options_under_its_name(tiny_trunk_file):
+    """Two parts with an option of the same name keep both: a checkpoint whose first part's
+    ``scale`` differs is refused although the second part's is the same (one flat layout let the
+    later part's ``scale`` hide the earlier one's)."""
+    path, _ = tiny_trunk_file
+
+    def parts(a, b):
+        return [dict(type=ScaledDelta, scale=a), dict(type=OtherScaledDelta, scale=b)]
+
+    state = build(path, type='FrozenViT', parts=parts(1.0, 2.0)).state_dict()
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'ScaledDelta `scaled_a` scale: 1.0 in the checkpoint, 2.0 in this'):
+        build(path, type='FrozenViT', parts=parts(2.0, 2.0)).load_state_dict(state)
+    build(path, type='FrozenViT', parts=parts(1.0, 2.0)[::-1]).load_state_dict(state)
+
+
+def test_a_part_name_the_backbone_uses_is_refused(tiny_trunk_file):
+    """A part's NAME is its attribute and state-dict prefix: one FrozenViT already has is
+    refused at build, like a second part of one kind."""
+    from mmseg_prompt.models.backbones.kv_bias_deltas import KVBiasDeltas
+    path, _ = tiny_trunk_file
+
+    class Clash(KVBiasDeltas):
+        NAME = 'trunk'
+
+    with pytest.raises(ValueError, match="Clash.NAME = 'trunk'"):
+        build(path, type='FrozenViT', parts=[dict(type=Clash)])
+    with pytest.raises(ValueError, match="two tuning parts are named 'kv_bias'"):
+        build(path, type='FrozenViT', bias_tuning=True, parts=[dict(type='KVBiasDeltas')])
+    build(path, type='FrozenViT', parts=[dict(type='KVBiasDeltas')])  # once is fine
 
 
 @pytest.mark.slow

@@ -58,7 +58,7 @@ def test_training_logs_progress_and_saves_tuned_weights_only(trained):
     keys = list(ckpt['state_dict'])
     assert not [k for k in keys if k.startswith('backbone.trunk.')]
     assert 'backbone.prompts.tokens.0' in keys and any(k.startswith('decode_head.') for k in keys)
-    assert 'backbone.provenance' in keys  # the trunk's sha256, backbone type, prompt layout
+    assert 'backbone.provenance' in keys  # the trunk's sha256, the tuning parts and their options
     # the optimizer state covers the trainable tensors only
     n_state = len(ckpt['optimizer']['state'])
     n_trainable = sum(1 for k in keys if not k.endswith(('running_mean', 'running_var',

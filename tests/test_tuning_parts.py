@@ -230,8 +230,8 @@ def test_vpt_deep_with_lora_and_cvpt_with_adaptformer_combine_by_configuration(
         expected = tokens[:, 1:].reshape(2, h, w, -1).permute(0, 3, 1, 2)
         torch.testing.assert_close(cvpt(x)[-1], expected, rtol=1e-5, atol=1e-5)
     assert set(cvpt.part_names) == {'prompts', 'adaptformer'}
-    assert cvpt.weights_layout()['adaptformer'] == dict(bottleneck=8, scale=0.1,
-                                                         blocks=[0, 1, 2])
+    assert cvpt.parts_record()['adaptformer'] == dict(
+        type='AdaptFormer', layout=dict(bottleneck=8, scale=0.1, blocks=[0, 1, 2]))
 
 
 def test_tuning_disabled_switches_every_part_off(tiny_trunk_file):
@@ -283,7 +283,8 @@ def test_lora_checkpoints_refuse_another_layout_and_old_bias_keys_load(tiny_trun
     assert torch.equal(same.lora.lora_B['1_v'], bb.lora.lora_B['1_v'])
     with pytest.raises(TrunkWeightsError, match=r'`lora.lora_A.0_q` has shape'):
         build(path, type='FrozenViT', parts=[dict(type='LoRA', rank=4)]).load_state_dict(state)
-    with pytest.raises(CheckpointMismatchError, match="'alpha': 2.0.*'alpha': 4.0"):
+    with pytest.raises(CheckpointMismatchError,
+                       match='LoRA `lora` alpha: 2.0 in the checkpoint, 4.0 in this config'):
         build(path, type='FrozenViT', parts=[dict(type='LoRA', rank=2, alpha=4)]
               ).load_state_dict(state)
 

@@ -66,7 +66,7 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_temporaries(directory: str) -> List[str]:
     """Delete the checkpoint temporaries (``*.pth.tmp<pid>``) in ``directory`` whose process is
-    dead; return their paths. Kept: those of live processes on this machine (a save in progress),
+    dead; return their paths. Kept: those of live processes on the same host (a save in progress),
     other users' files, links and anything not a regular file."""
     if not osp.isdir(directory):
         return []

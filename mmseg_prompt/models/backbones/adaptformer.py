@@ -92,5 +92,4 @@ class AdaptFormer(TuningPart):
         return self.adapters[key]
 
     def weights_layout(self) -> dict:
-        return dict(adaptformer=dict(bottleneck=self.bottleneck, scale=self.scale,
-                                     blocks=list(self.blocks)))
+        return dict(bottleneck=self.bottleneck, scale=self.scale, blocks=list(self.blocks))

@@ -79,7 +79,8 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
 
     Each part is an attribute named by its ``NAME`` (``backbone.prompts``, ``backbone.lora``, ...).
     Checkpoints: ``state_dict()`` leaves the frozen trunk out and adds ``provenance``, a record
-    of the trunk's sha256, the backbone type and :meth:`weights_layout` (``tuned_checkpoint.py``).
+    of the trunk's sha256, :meth:`weights_layout` and each part's type and options
+    (:meth:`parts_record`; ``tuned_checkpoint.py``).
 
     Input (B, C, H, W), any H and W: the patch embedding pads right and bottom to a multiple of
     the patch size, so 234x345 gives a 15x22 grid. Output: a tuple with one (B, D, ceil(H/p),
@@ -158,10 +159,15 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
                      patch_size=tuple(patch_embed.patch_size),
                      in_chans=patch_embed.proj.in_channels)
         part = MODELS.build(cfg, default_args={k: facts[k] for k in cls.TRUNK_ARGS})
-        if part.NAME in self._modules or part.NAME in ('trunk', 'provenance'):
+        if isinstance(self._modules.get(part.NAME), TuningPart):
             raise ValueError(f'two tuning parts are named {part.NAME!r} ({type(part).__name__} '
-                             f'and {type(self._modules.get(part.NAME)).__name__}): one trunk '
-                             f'takes each kind of part once (model.backbone.parts)')
+                             f'and {type(self._modules[part.NAME]).__name__}): one trunk takes '
+                             f'each kind of part once (model.backbone.parts)')
+        if not part.NAME.isidentifier() or hasattr(self, part.NAME) \
+                or part.NAME == provenance.PROVENANCE_KEY:
+            raise ValueError(f'{type(part).__name__}.NAME = {part.NAME!r}: a part\'s NAME is its '
+                             f'attribute on the backbone and its state-dict prefix, so it must '
+                             f'be an identifier that FrozenViT does not already use')
         part.attach(self.trunk, self.model_name)
         self.add_module(part.NAME, part)
         return part
@@ -287,13 +293,16 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         return tensors_sha256(self.frozen_trunk_tensors())
 
     def weights_layout(self) -> dict:
-        """The options, by ``model.backbone`` key, that give the tuned weights their meaning
-        beyond their shapes: which features the neck gets, and each part's own
-        (``TuningPart.weights_layout``)."""
-        layout = dict(out_indices=list(self.out_indices), final_norm=self.final_norm)
-        for part in self.parts:
-            layout.update(part.weights_layout())
-        return layout
+        """The backbone's own options, by ``model.backbone`` key, that give the tuned weights
+        their meaning beyond their shapes: which features the neck gets."""
+        return dict(out_indices=list(self.out_indices), final_norm=self.final_norm)
+
+    def parts_record(self) -> dict:
+        """Each tuning part under its ``NAME``: its type and its options
+        (``TuningPart.weights_layout``). Order-free, so every spelling of one combination
+        (``CVPTViT(...)``, ``FrozenViT(prompts=...)``, parts in any order) records the same."""
+        return {p.NAME: dict(type=type(p).__name__, layout=p.weights_layout())
+                for p in self.parts}
 
     def provenance(self, with_trunk: bool = True) -> dict:
         """The record a checkpoint carries (see ``provenance.py``); ``with_trunk=False``
@@ -302,7 +311,7 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
             else None
         return dict(format=provenance.FORMAT, backbone=type(self).__name__,
                     model_name=self.model_name, img_size=list(self.img_size), trunk=trunk,
-                    layout=self.weights_layout())
+                    layout=self.weights_layout(), parts=self.parts_record())
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):

@@ -68,7 +68,7 @@ class KVBiasDeltas(TuningPart):
                 bias[bias.numel() - 2 * self.delta.shape[-1]:] += self.delta[i].flatten()
 
     def weights_layout(self) -> Dict[str, bool]:
-        return dict(bias_tuning=True)
+        return {}  # one delta per block: the shapes say it all
 
 
 def _add_kv_delta(module: nn.Linear, inputs, output: torch.Tensor, *, part: KVBiasDeltas,

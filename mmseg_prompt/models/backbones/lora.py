@@ -115,8 +115,8 @@ class LoRA(TuningPart):
                     linear.weight[start:start + width] += w.to(linear.weight.dtype)
 
     def weights_layout(self) -> dict:
-        return dict(lora=dict(rank=self.rank, alpha=self.alpha, targets=list(self.targets),
-                              blocks=list(self.blocks)))
+        return dict(rank=self.rank, alpha=self.alpha, targets=list(self.targets),
+                    blocks=list(self.blocks))
 
     def extra_repr(self) -> str:
         return f'rank={self.rank}, alpha={self.alpha}, targets={self.targets}'

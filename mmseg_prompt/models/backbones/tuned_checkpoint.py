@@ -46,8 +46,8 @@ def load_backbone_state(backbone: nn.Module, state_dict: Dict[str, torch.Tensor]
     A tuned-only checkpoint gets the pretrained trunk put back (an error without one); a full
     one must hold every trunk tensor in its shape. The tuned tensors must match the model's
     exactly (none missing, extra or of another shape), and the provenance record must name
-    this backbone type, this layout and (tuned-only) this frozen trunk; a checkpoint without
-    the record (written before it existed) loads with a warning.
+    these tuning parts with these options, these features and (tuned-only) this frozen trunk; a
+    checkpoint without the record (written before it existed) loads with a warning.
     """
     for old, new in LEGACY_KEYS.items():
         if prefix + old in state_dict and prefix + new not in state_dict:
@@ -73,7 +73,7 @@ def load_backbone_state(backbone: nn.Module, state_dict: Dict[str, torch.Tensor]
                       f'a full checkpoint of another trunk than {backbone.model_name}')
     check_tensors(state_dict, prefix, tuned_state(backbone), f'{name}\'s tuned weights',
                   'a checkpoint trained with other tuning settings (num_prompts, parts, '
-                  'model_name, embed_dim) or another backbone type', extra_ok=('trunk.',))
+                  'model_name, embed_dim) or another method', extra_ok=('trunk.',))
     _check_provenance(backbone, saved, prefix + PROVENANCE_KEY, tuned_only)
     if tuned_only:
         print_log(f'{name}: the checkpoint holds tuned weights only; the frozen trunk stays as '
@@ -88,7 +88,7 @@ def _check_provenance(backbone: nn.Module, saved, key: str, tuned_only: bool) ->
     name = type(backbone).__name__
     if saved is None:
         print_log(f'{name}: the checkpoint has no `{key}` (it was written before checkpoints '
-                  f'recorded their frozen trunk, backbone type and prompt layout), so none of '
+                  f'recorded their frozen trunk and tuning parts), so none of '
                   f'them can be checked: make sure model.backbone.pretrained is the trunk it was '
                   f'trained with. Checkpoints saved from now on carry the record.',
                   logger='current', level=logging.WARNING)
@@ -112,7 +112,7 @@ def _drop_frozen_trunk(module: nn.Module, state_dict: Dict[str, torch.Tensor], p
 
 def _add_provenance(module: nn.Module, state_dict: Dict[str, torch.Tensor], prefix: str,
                     local_metadata: dict) -> None:
-    """State-dict hook: add the provenance record (trunk sha256, type, layout) as a uint8
+    """State-dict hook: add the provenance record (trunk sha256, layout, parts) as a uint8
     tensor under ``<prefix>provenance``."""
     state_dict[prefix + PROVENANCE_KEY] = provenance.encode(module.provenance())
 

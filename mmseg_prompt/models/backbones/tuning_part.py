@@ -18,8 +18,9 @@ It declares:
 - :attr:`NAME`: its attribute on the backbone, hence its state-dict prefix
   (``backbone.<NAME>.*``); unique per trunk;
 - :attr:`TRUNK_ARGS`: the trunk facts its constructor takes (``embed_dim``, ``depth``, ...);
-- :meth:`weights_layout`: the options that give its weights their meaning beyond their shapes,
-  by config key, written into every checkpoint's provenance and checked on load;
+- :meth:`weights_layout`: its own options that give its weights their meaning beyond their
+  shapes, by its config key; the backbone records them under the part's ``NAME`` with its type
+  in every checkpoint's provenance (``provenance.py``) and checks them on load;
 - :meth:`no_decay_parameters`: which of its tensors take no weight decay;
 - :meth:`attach`: its checks on the trunk (and its hooks);
 - :attr:`MERGES_INTO_TRUNK` and :meth:`merge_into`: whether (and how) it folds into the
@@ -71,7 +72,8 @@ class TuningPart(nn.Module, metaclass=ABCMeta):
 
     @abstractmethod
     def weights_layout(self) -> dict:
-        """The options giving the weights their meaning, by config key (JSON values)."""
+        """This part's options giving its weights their meaning, by its config key (JSON
+        values); recorded under :attr:`NAME`, so two parts may use the same key."""
 
     def no_decay_parameters(self) -> Set[str]:
         """Names (relative to the part) of the parameters that take no weight decay."""
