@@ -15,11 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location('setup_env', REPO / 'tools' / 'setup_env.py')
 setup_env = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(setup_env)
+common, mmcv_build, wheelhouse = setup_env.common, setup_env.mmcv_build, setup_env.wheelhouse
 
 
 @pytest.mark.parametrize('version', [(3, 9, 18), (3, 13, 0), (2, 7, 18)])
 def test_unsupported_python_is_refused_with_the_fix(version):
-    with pytest.raises(setup_env.SetupError) as e:
+    with pytest.raises(common.SetupError) as e:
         setup_env.check_python(version)
     msg = str(e.value)
     assert f'Python {version[0]}.{version[1]} is not supported' in msg
@@ -46,8 +47,8 @@ def test_torch_requiring_cxx20_is_refused(tmp_path):
     # the guard torch 2.15's headers carry (docs/install.md)
     inc = _fake_include(tmp_path, '#if __cplusplus < 202002L\n#error C++20 or later compatible '
                                   'compiler is required to use ATen.\n#endif\n')
-    with pytest.raises(setup_env.SetupError) as e:
-        setup_env.check_torch_headers(inc, '2.15.0')
+    with pytest.raises(common.SetupError) as e:
+        mmcv_build.check_torch_headers(inc, '2.15.0')
     msg = str(e.value)
     assert 'torch 2.15.0 requires C++20' in msg and 'c10/macros/Macros.h' in msg
     assert 'constraints.txt' in msg and 'torch==2.12.1' in msg
@@ -56,19 +57,19 @@ def test_torch_requiring_cxx20_is_refused(tmp_path):
 def test_torch_with_cxx17_headers_passes(tmp_path):
     inc = _fake_include(tmp_path, '#if __cplusplus < 201703L\n#error C++17 or later compatible '
                                   'compiler is required to use PyTorch.\n#endif\n')
-    setup_env.check_torch_headers(inc, '2.12.1')
+    mmcv_build.check_torch_headers(inc, '2.12.1')
 
 
 def test_torch_without_headers_is_refused(tmp_path):
-    with pytest.raises(setup_env.SetupError, match='has no C\\+\\+ headers'):
-        setup_env.check_torch_headers(tmp_path / 'missing', '2.13.0+cpu')
+    with pytest.raises(common.SetupError, match='has no C\\+\\+ headers'):
+        mmcv_build.check_torch_headers(tmp_path / 'missing', '2.13.0+cpu')
 
 
 def test_installed_torch_headers_fit_mmcv():
     """The pinned torch is one that mmcv 2.1.0 compiles against."""
     import torch
     import torch.utils.cpp_extension as ext
-    setup_env.check_torch_headers(ext.include_paths()[0], torch.__version__)
+    mmcv_build.check_torch_headers(ext.include_paths()[0], torch.__version__)
 
 
 def _wheel(path, names):
@@ -82,23 +83,23 @@ def test_wheel_without_compiled_ops_is_detected(tmp_path):
     lite = _wheel(tmp_path / 'lite.whl', ['mmcv/__init__.py', 'mmcv/ops/__init__.py'])
     full = _wheel(tmp_path / 'full.whl',
                   ['mmcv/__init__.py', 'mmcv/_ext.cpython-311-x86_64-linux-gnu.so'])
-    assert not setup_env.wheel_has_ops(lite)
-    assert setup_env.wheel_has_ops(full)
+    assert not mmcv_build.wheel_has_ops(lite)
+    assert mmcv_build.wheel_has_ops(full)
 
 
 def test_cache_key_separates_torch_and_python_builds():
-    a = setup_env.mmcv_cache_key('2.12.1+cu130', 'cp311', 'x86_64')
+    a = mmcv_build.mmcv_cache_key('2.12.1+cu130', 'cp311', 'x86_64')
     assert a == 'mmcv-2.1.0_torch-2.12.1_cu130_cp311_x86_64'
-    assert a != setup_env.mmcv_cache_key('2.13.0+cpu', 'cp311', 'x86_64')
-    assert a != setup_env.mmcv_cache_key('2.12.1+cu130', 'cp312', 'x86_64')
+    assert a != mmcv_build.mmcv_cache_key('2.13.0+cpu', 'cp311', 'x86_64')
+    assert a != mmcv_build.mmcv_cache_key('2.12.1+cu130', 'cp312', 'x86_64')
 
 
 def test_cache_root_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv('MMSEG_PROMPT_CACHE', str(tmp_path / 'c'))
-    assert setup_env.cache_root() == tmp_path / 'c'
+    assert mmcv_build.cache_root() == tmp_path / 'c'
     monkeypatch.delenv('MMSEG_PROMPT_CACHE')
     monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'x'))
-    assert setup_env.cache_root() == tmp_path / 'x' / 'mmseg_prompt'
+    assert mmcv_build.cache_root() == tmp_path / 'x' / 'mmseg_prompt'
 
 
 def test_ready_venv_carries_a_stamp_of_the_current_pins():
@@ -120,14 +121,14 @@ def test_script_refuses_an_unsupported_python_before_touching_anything(tmp_path)
 
 # ----------------------------------------------------------------------------- offline set-up
 def test_platform_tag_implies_every_older_manylinux():
-    tags = setup_env.platform_tags('manylinux_2_28_x86_64')
+    tags = wheelhouse.platform_tags('manylinux_2_28_x86_64')
     assert tags[0] == 'manylinux_2_28_x86_64'
     for t in ('manylinux_2_27_x86_64', 'manylinux_2_18_x86_64', 'manylinux_2_17_x86_64',
               'manylinux2014_x86_64', 'manylinux2010_x86_64', 'manylinux1_x86_64'):
         assert t in tags
     assert 'manylinux_2_29_x86_64' not in tags
     assert not any('aarch64' in t for t in tags)
-    assert setup_env.platform_tags('win_amd64') == ['win_amd64']
+    assert wheelhouse.platform_tags('win_amd64') == ['win_amd64']
 
 
 def _report(graph, versions=None):
@@ -146,19 +147,19 @@ def test_wheelhouse_closure_leaves_out_torch_and_what_only_torch_needs():
         'mpmath': [], 'numpy': [], 'pillow': [],
         'mmengine': ['numpy', 'typing_extensions; python_version < "3.13"'],
         'typing-extensions': []}, versions={'timm': '1.0.31'})
-    without = setup_env.wheelhouse_closure(report, ['timm', 'mmengine'], skip=('torch',
+    without = wheelhouse.wheelhouse_closure(report, ['timm', 'mmengine'], skip=('torch',
                                                                               'torchvision'))
     assert without == ['mmengine==1.0', 'numpy==1.0', 'pyyaml==1.0', 'safetensors==1.0',
                        'timm==1.0.31', 'typing-extensions==1.0']
-    full = setup_env.wheelhouse_closure(report, ['timm', 'mmengine'])
+    full = wheelhouse.wheelhouse_closure(report, ['timm', 'mmengine'])
     assert {'torch==1.0', 'torchvision==1.0', 'nvidia-nccl-cu13==1.0', 'sympy==1.0',
             'mpmath==1.0', 'pillow==1.0'} <= set(full)
 
 
 def test_constraints_without_drops_only_the_named_pins(tmp_path):
-    out = setup_env.constraints_without(('torch', 'torchvision'), tmp_path / 'c.txt')
+    out = common.constraints_without(('torch', 'torchvision'), tmp_path / 'c.txt')
     pins = [ln for ln in out.read_text().splitlines() if ln and not ln.startswith('#')]
-    names = {setup_env.requirement_name(p) for p in pins}
+    names = {common.requirement_name(p) for p in pins}
     assert 'torch' not in names and 'torchvision' not in names
     assert {'mmcv', 'mmengine', 'mmsegmentation', 'timm', 'numpy'} <= names
 
@@ -170,17 +171,17 @@ def _wheelhouse(folder, **manifest):
     wh.mkdir(parents=True)
     base = dict(python=f'{sys.version_info[0]}.{sys.version_info[1]}', platforms=['x'],
                 torch='torch==2.12.1', packages=[], files=[], constraints_sha256=hashlib.sha256(
-                    setup_env.CONSTRAINTS.read_bytes()).hexdigest())
+                    common.CONSTRAINTS.read_bytes()).hexdigest())
     base.update(manifest)
-    (wh / setup_env.WHEELHOUSE_MANIFEST).write_text(json.dumps(base))
-    (wh / setup_env.MMCV_SDIST).write_bytes(b'')
+    (wh / wheelhouse.WHEELHOUSE_MANIFEST).write_text(json.dumps(base))
+    (wh / wheelhouse.mmcv_sdist()).write_bytes(b'')
     return wh
 
 
 def test_wheelhouse_for_this_python_and_pins_passes(tmp_path):
-    setup_env.check_wheelhouse(setup_env.Settings(wheelhouse=_wheelhouse(tmp_path)))
+    wheelhouse.check_wheelhouse(common.Settings(wheelhouse=_wheelhouse(tmp_path)))
     no_torch = _wheelhouse(tmp_path / 'b', torch=None)
-    setup_env.check_wheelhouse(setup_env.Settings(wheelhouse=no_torch, system_torch=True))
+    wheelhouse.check_wheelhouse(common.Settings(wheelhouse=no_torch, system_torch=True))
 
 
 @pytest.mark.parametrize('change, message', [
@@ -189,23 +190,26 @@ def test_wheelhouse_for_this_python_and_pins_passes(tmp_path):
     (dict(torch=None), 'has no torch (made with --no-torch): add --system-torch'),
 ])
 def test_wheelhouse_that_does_not_fit_is_refused(tmp_path, change, message):
-    with pytest.raises(setup_env.SetupError, match=re.escape(message)):
-        setup_env.check_wheelhouse(setup_env.Settings(wheelhouse=_wheelhouse(tmp_path, **change)))
+    with pytest.raises(common.SetupError, match=re.escape(message)):
+        wheelhouse.check_wheelhouse(common.Settings(wheelhouse=_wheelhouse(tmp_path, **change)))
 
 
 def test_folder_without_manifest_is_refused_with_the_command_that_makes_one(tmp_path):
-    with pytest.raises(setup_env.SetupError, match='--download-wheelhouse'):
-        setup_env.check_wheelhouse(setup_env.Settings(wheelhouse=tmp_path))
+    with pytest.raises(common.SetupError, match='--download-wheelhouse'):
+        wheelhouse.check_wheelhouse(common.Settings(wheelhouse=tmp_path))
 
 
-def _torch_only_site(dest):
-    """A folder with torch, torchvision and what they need (symlinks into this venv), standing
-    for a cluster interpreter that brings its own torch and nothing of this project's stack."""
+def _torch_only_interpreter(dest):
+    """A venv (without pip) holding torch, torchvision and what they need (symlinks into this
+    venv), standing for a cluster interpreter that brings its own torch and nothing of this
+    project's stack. Returns its python, its site-packages and the distributions linked."""
     from importlib import metadata
-    dest.mkdir()
+    subprocess.run([str(Path(sys.base_prefix) / 'bin' / 'python{}.{}'.format(
+        *sys.version_info[:2])), '-m', 'venv', '--without-pip', str(dest)], check=True)
+    site = dest / 'lib' / 'python{}.{}'.format(*sys.version_info[:2]) / 'site-packages'
     todo, seen = ['torch', 'torchvision'], set()
     while todo:
-        name = setup_env.requirement_name(todo.pop())
+        name = common.requirement_name(todo.pop())
         if name in seen:
             continue
         try:
@@ -216,46 +220,47 @@ def _torch_only_site(dest):
         todo += dist.requires or []  # extras too (torch needs cuda-toolkit[...]'s)
         for f in dist.files or []:
             top = f.parts[0]
-            if top != '..' and not (dest / top).exists():
-                (dest / top).symlink_to(Path(dist.locate_file(top)))
-    return seen
+            if top != '..' and not (site / top).exists():
+                (site / top).symlink_to(Path(dist.locate_file(top)))
+    return dest / 'bin' / 'python', site, seen
 
 
 @pytest.mark.network
 def test_offline_install_with_the_system_torch(tmp_path):
     """--download-wheelhouse --no-torch, then --wheelhouse --system-torch with every network
-    route closed: the new venv imports the stack, its own pins, and the interpreter's torch."""
+    route closed: the new venv imports the stack (the set-up's own final check, run with no
+    PYTHONPATH), has its own pins, and reaches the interpreter's torch through its .pth only."""
     wh = tmp_path / 'wheelhouse'
     out = subprocess.run([sys.executable, str(REPO / 'tools/setup_env.py'),
                           '--download-wheelhouse', str(wh), '--no-torch'],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     files = {f.name for f in wh.iterdir()}
-    assert setup_env.MMCV_SDIST in files and setup_env.WHEELHOUSE_MANIFEST in files
-    assert any(f.startswith('mmsegmentation-1.2.2-') for f in files)
+    assert wheelhouse.mmcv_sdist() in files and wheelhouse.WHEELHOUSE_MANIFEST in files
+    assert any(f.startswith(f'mmsegmentation-{common.pin("mmsegmentation")}-') for f in files)
     assert not any(f.startswith(('torch-', 'torchvision-', 'nvidia')) for f in files)
 
-    site = _torch_only_site(tmp_path / 'host_site')
-    assert 'mmengine' not in site and 'timm' not in site
-    host_python = Path(sys.base_prefix) / 'bin' / 'python{}.{}'.format(*sys.version_info[:2])
+    host_python, host_site, linked = _torch_only_interpreter(tmp_path / 'host')
+    assert 'mmengine' not in linked and 'timm' not in linked
     dead = 'http://127.0.0.1:9'  # nothing listens: any download attempt fails at once
-    env = dict(os.environ, PYTHONPATH=str(tmp_path / 'host_site'), PIP_INDEX_URL=dead + '/simple',
-               http_proxy=dead, https_proxy=dead, HTTP_PROXY=dead, HTTPS_PROXY=dead)
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    env.update(PIP_INDEX_URL=dead + '/simple', http_proxy=dead, https_proxy=dead,
+               HTTP_PROXY=dead, HTTPS_PROXY=dead)
     venv = tmp_path / 'venv'
     out = subprocess.run([str(host_python), str(REPO / 'tools/setup_env.py'), '--venv', str(venv),
                           '--wheelhouse', str(wh), '--system-torch'],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "pip's index is off" in out.stdout and 'environment ready' in out.stdout
-    # without PYTHONPATH: the venv reaches the interpreter's torch through its .pth only
-    env.pop('PYTHONPATH')
-    code = ('import mmcv.ops, mmseg.models, mmseg_prompt, mmengine, timm, torch; '
-            'print(mmengine.__file__, timm.__version__, torch.__file__)')
+    assert f'checking `{setup_env.FINAL_CHECK}`' in out.stdout
+    # where the venv finds each package (located, not imported: the set-up imported them)
+    code = ('import importlib.util as u, importlib.metadata as m; '
+            'print(u.find_spec("mmengine").origin, m.version("timm"), u.find_spec("torch").origin)')
     got = subprocess.run([str(venv / 'bin' / 'python'), '-c', code], capture_output=True,
                          text=True, env=env)
     assert got.returncode == 0, got.stderr[-2000:]
     mmengine_file, timm_version, torch_file = got.stdout.split()
     assert mmengine_file.startswith(str(venv))
-    assert timm_version == '1.0.31'
-    assert str(tmp_path / 'host_site') in torch_file
+    assert timm_version == common.pin('timm')
+    assert torch_file.startswith(str(host_site))
     assert setup_env.read_stamp(venv)['mode'] == dict(system_torch=True, wheelhouse=True)
