@@ -196,9 +196,13 @@ def setup(cfg: Settings, explicit_mode: bool):
             return
         except SetupError as e:
             log(f'{cfg.venv} is stamped but broken ({str(e).splitlines()[-1]}); rebuilding it')
-    if cfg.venv.exists():
+    if cfg.venv.exists() or cfg.venv.is_symlink():
         why = ('it was made in another mode' if same_pins else
                'it was made from other pins' if stamp else 'it has no completion stamp')
+        if cfg.venv.is_symlink():  # never remove what a link points to (another checkout's)
+            raise SetupError(f'{cfg.venv} is a link to {os.path.realpath(cfg.venv)}, and {why}: '
+                             f'remove the link (the set-up then makes a venv of its own) or '
+                             f'pass --venv with another folder')
         log(f'removing {cfg.venv} ({why})')
         shutil.rmtree(cfg.venv)
     try:
@@ -244,7 +248,7 @@ def main(argv=None):
         download_wheelhouse(args.download_wheelhouse.resolve(), args.python_version,
                             args.platform, not args.no_torch, args.index_url)
         return
-    cfg = Settings(venv=args.venv.resolve(), system_torch=args.system_torch,
+    cfg = Settings(venv=Path(os.path.abspath(args.venv)), system_torch=args.system_torch,
                    wheelhouse=args.wheelhouse.resolve() if args.wheelhouse else None)
     setup(cfg, explicit_mode=args.system_torch or args.wheelhouse is not None)
 
