@@ -14,9 +14,10 @@ from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
 URL = 'https://github.com/mmseg-prompt/mmseg-prompt'
-# tools/ of a source checkout only: its environment set-up, and the example and the prompt
-# comparison, which write into it
-CHECKOUT_ONLY_TOOLS = ('setup_env.py', 'demo.py', 'prompt_comparison.py', 'pretrain_tiny_trunk.py')
+# tools/ of a source checkout only (paths under tools/): its environment set-up and that
+# set-up's modules, and the example and the prompt comparison, which write into it
+CHECKOUT_ONLY_TOOLS = ('setup_env.py', 'setup', 'demo.py', 'prompt_comparison.py',
+                       'pretrain_tiny_trunk.py')
 
 
 def read_requirements(name):
@@ -40,7 +41,13 @@ class BuildPyWithMim(build_py):
         if self.editable_mode:
             return
         mim = Path(self.build_lib) / 'mmseg_prompt' / '.mim'
-        ignore = shutil.ignore_patterns('__pycache__', '*.pyc', *CHECKOUT_ONLY_TOOLS)
+        caches = shutil.ignore_patterns('__pycache__', '*.pyc')
+        checkout_only = {HERE / 'tools' / name for name in CHECKOUT_ONLY_TOOLS}
+
+        def ignore(folder, names):
+            return set(caches(folder, names)) | {
+                n for n in names if Path(folder) / n in checkout_only}
+
         for name in ('configs', 'tools'):
             shutil.rmtree(mim / name, ignore_errors=True)
             shutil.copytree(HERE / name, mim / name, ignore=ignore)

@@ -16,8 +16,10 @@ import pytest
 
 pytestmark = pytest.mark.slow  # builds and installs a wheel, runs its tools
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-# the tools setup.py keeps out of the wheel (they write into a checkout)
-CHECKOUT_ONLY = ('setup_env.py', 'demo.py', 'prompt_comparison.py', 'pretrain_tiny_trunk.py')
+# the tools setup.py keeps out of the wheel (they write into a checkout), as paths under tools/:
+# tools/setup/ holds setup_env.py's modules
+CHECKOUT_ONLY = ('setup_env.py', 'setup', 'demo.py', 'prompt_comparison.py',
+                 'pretrain_tiny_trunk.py')
 SOURCES = ('setup.py', 'MANIFEST.in', 'README.md', 'requirements', 'mmseg_prompt', 'configs',
            'tools')
 # the child interpreter forgets the editable install of the checkout (setuptools' finder)
@@ -61,14 +63,21 @@ def test_the_wheel_carries_configs_tools_and_metadata(installed):
         names = set(whl.namelist())
         meta = whl.read(next(n for n in names if n.endswith('.dist-info/METADATA'))).decode()
         sh = whl.getinfo('mmseg_prompt/.mim/tools/dist_train.sh')
+    checkout_only = tuple(f'tools/{name}' for name in CHECKOUT_ONLY)
     for rel in ('configs', 'tools'):  # every config and tool of the checkout, in .mim
         for top, _, files in os.walk(osp.join(REPO, rel)):
             for f in files:
                 path = osp.relpath(osp.join(top, f), REPO)
-                if f.endswith(('.py', '.sh')) and f not in CHECKOUT_ONLY:
-                    assert f'mmseg_prompt/.mim/{path}' in names, path
+                shipped = f'mmseg_prompt/.mim/{path}' in names
+                if path in checkout_only or path.startswith(tuple(f'{c}/' for c in checkout_only)):
+                    assert not shipped, path
+                elif f.endswith(('.py', '.sh')) and '__pycache__' not in path:
+                    assert shipped, path
     assert 'mmseg_prompt/.mim/model-index.yml' in names
-    assert not any(n.endswith(CHECKOUT_ONLY) or '__pycache__' in n for n in names)
+    assert not any('__pycache__' in n for n in names)
+    # only mmseg_prompt is a top-level package of the wheel (tools/setup/ is not one)
+    tops = {n.split('/')[0] for n in names if not n.split('/')[0].endswith('.dist-info')}
+    assert tops == {'mmseg_prompt'}, tops
     assert (sh.external_attr >> 16) & stat.S_IXUSR  # the shell tools stay executable
     assert 'Author: mmseg-prompt contributors' in meta
     assert 'Home-page: https://' in meta and 'Project-URL: Source, https://' in meta

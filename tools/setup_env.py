@@ -6,12 +6,13 @@ Run with any supported system Python: ``python3 tools/setup_env.py`` (``make set
 Steps (each one timed in the log):
 
 1. check the Python version;
-2. create ``.venv`` and install the pinned torch / torchvision pair
-   (``requirements/constraints.txt``), or, with ``--system-torch``, use the torch and
-   torchvision of the interpreter that runs this script (a cluster's own CUDA build) by pointing
-   the venv at them;
-3. check that mmcv 2.1.0 can be compiled against that torch (its headers must not demand C++20);
-4. install mmcv 2.1.0 with its compiled CPU ops: from the wheel cache
+2. create ``.venv`` and install the torch / torchvision pair pinned in
+   ``requirements/constraints.txt`` (the one place for versions), or, with ``--system-torch``,
+   use the torch and torchvision of the interpreter that runs this script (a cluster's own CUDA
+   build) by pointing the venv at them;
+3. check that the pinned mmcv can be compiled against that torch (its headers must not demand
+   C++20);
+4. install that mmcv with its compiled CPU ops: from the wheel cache
    (``~/.cache/mmseg_prompt/wheels/<key>/``, keyed by mmcv, torch, Python and machine) or by
    building it from source (``setuptools<81``, ``--no-build-isolation``, ninja, GPU hidden)
    and caching the wheel;
@@ -22,63 +23,60 @@ Air-gapped machines (docs/install.md, "Offline installation"):
 
 - ``--download-wheelhouse DIR [--python-version 3.12] [--platform TAG ...] [--no-torch]``, on a
   machine that reaches the package registry: writes every file steps 2-5 need for that Python and
-  platform into DIR (wheels, the mmcv 2.1.0 source archive, ``wheelhouse.json``); installs nothing.
+  platform into DIR (wheels, mmcv's source archive, ``wheelhouse.json``); installs nothing.
 - ``--wheelhouse DIR``: steps 1-6 from DIR alone, with pip's index switched off (no network).
 
 A ``.venv`` is trusted only when it carries the stamp written after step 6, for the same
 constraints, requirements, ``setup.py`` and Python; anything else is removed and rebuilt. A failed
 set-up removes the ``.venv`` it was making. Nothing here needs a GPU.
+
+The steps live in ``tools/setup/`` (standard library only): ``mmcv_build`` (steps 3-4),
+``wheelhouse`` (making and checking a wheelhouse) and ``common`` (paths, pins, pip).
 """
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-import urllib.request
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_VENV = REPO / '.venv'
-CONSTRAINTS = REPO / 'requirements' / 'constraints.txt'
-RUNTIME_REQUIREMENTS = REPO / 'requirements' / 'runtime.txt'
-TEST_REQUIREMENTS = REPO / 'requirements' / 'tests.txt'
+
+def _load_setup_package(name='mmseg_prompt_setup'):
+    """tools/setup/ as the package ``name``, found by this file's path: no folder goes on
+    ``sys.path``, so its modules' generic names can neither shadow nor be shadowed."""
+    folder = Path(__file__).resolve().parent / 'setup'
+    loaded = sys.modules.get(name)
+    if loaded is not None and list(loaded.__path__) == [str(folder)]:
+        return loaded
+    for key in [k for k in sys.modules if k == name or k.startswith(name + '.')]:
+        del sys.modules[key]  # another checkout's copy
+    spec = importlib.util.spec_from_file_location(name, folder / '__init__.py',
+                                                  submodule_search_locations=[str(folder)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    spec.loader.exec_module(package)
+    return package
+
+
+_load_setup_package()
+from mmseg_prompt_setup import common, mmcv_build, wheelhouse  # noqa: E402,F401
+from mmseg_prompt_setup.common import (BUILD_TOOLS, CONSTRAINTS, DEFAULT_VENV,  # noqa: E402
+                                       REPO, RUNTIME_REQUIREMENTS, TEST_REQUIREMENTS,
+                                       SetupError, Settings, log, pin, pip, python_eval, run)
+from mmseg_prompt_setup.mmcv_build import (check_mmcv_ext, check_torch_headers,  # noqa: E402
+                                           install_mmcv)
+from mmseg_prompt_setup.wheelhouse import check_wheelhouse, download_wheelhouse  # noqa: E402
+
 STAMP_NAME = '.mmseg_prompt_setup.json'
 SUPPORTED_PYTHON = ((3, 10), (3, 12))  # inclusive range of (major, minor)
-MMCV_VERSION = '2.1.0'
-MMCV_SOURCES = 77  # C++ files in the mmcv 2.1.0 CPU build, for the progress line
-# The mmcv 2.1.0 source archive on PyPI (the only file PyPI has of it), checked when downloaded.
-MMCV_SDIST = 'mmcv-2.1.0.tar.gz'
-MMCV_SDIST_SHA256 = 'd387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f'
-# mmcv 2.1.0's install_requires (its requirements/runtime.txt, plus the opencv its setup.py adds):
-# a wheelhouse resolves them itself, since pip cannot read an sdist's metadata for another platform.
-MMCV_RUNTIME = ['addict', 'mmengine', 'numpy', 'packaging', 'Pillow', 'pyyaml', 'yapf',
-                'opencv-python']
-BUILD_TOOLS = ['pip', 'setuptools', 'wheel', 'ninja']  # ninja: a parallel mmcv build
-TORCH_PACKAGES = ('torch', 'torchvision')
-WHEELHOUSE_MANIFEST = 'wheelhouse.json'
 SYSTEM_TORCH_PTH = 'mmseg_prompt_system_torch.pth'
-# The line torch's ATen headers use to refuse pre-C++20 compilers (seen in torch 2.15).
-CXX20_ERROR = 'C++20 or later compatible compiler is required'
 FINAL_CHECK = 'import mmcv.ops, mmseg.models, timm, mmseg_prompt'
-
-
-class SetupError(RuntimeError):
-    """A set-up failure with a message that says what is wrong and what to do."""
-
-
-def log(msg):
-    print(f'[setup] {msg}', flush=True)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -88,47 +86,10 @@ def check_python(version_info=sys.version_info):
     ver = tuple(version_info[:2])
     if not lo <= ver <= hi:
         raise SetupError(
-            f'Python {ver[0]}.{ver[1]} is not supported: mmcv {MMCV_VERSION}, mmsegmentation 1.2.2 '
-            f'and the pinned torch need Python {lo[0]}.{lo[1]} to {hi[0]}.{hi[1]}. Run the set-up '
-            f'with one of those, e.g. `make PYTHON=python3.11 test` or '
-            f'`python3.11 tools/setup_env.py`.')
-
-
-def check_torch_headers(include_dir, torch_version):
-    """Raise SetupError if torch's C++ headers refuse the C++17 that mmcv 2.1.0 compiles with."""
-    include_dir = Path(include_dir)
-    if not include_dir.is_dir():
-        raise SetupError(
-            f'torch {torch_version} has no C++ headers at {include_dir}, so mmcv {MMCV_VERSION} '
-            f'cannot be compiled against it. Use the regular torch wheel pinned in {CONSTRAINTS}.')
-    for header in sorted((include_dir / 'c10' / 'macros').glob('*.h')):
-        if CXX20_ERROR in header.read_text(errors='ignore'):
-            raise SetupError(
-                f'torch {torch_version} requires C++20 ({header.relative_to(include_dir)} says '
-                f'"{CXX20_ERROR}"), but mmcv {MMCV_VERSION} is built with -std=c++17 and will '
-                f'not compile. Pin a torch/torchvision pair before 2.15 in {CONSTRAINTS} '
-                f'(the tested pair is torch==2.12.1, torchvision==0.27.1) and run the set-up '
-                f'again.')
-
-
-def wheel_has_ops(wheel):
-    """True if an mmcv wheel carries the compiled ``mmcv/_ext`` extension."""
-    with zipfile.ZipFile(wheel) as zf:
-        return any(re.match(r'mmcv/_ext\..*(so|pyd)$', n) for n in zf.namelist())
-
-
-def mmcv_cache_key(torch_version, python_tag, machine):
-    """Folder name of a cached mmcv wheel: a build is only valid for this exact combination."""
-    safe_torch = re.sub(r'[^A-Za-z0-9.]+', '_', torch_version)
-    return f'mmcv-{MMCV_VERSION}_torch-{safe_torch}_{python_tag}_{machine}'
-
-
-def cache_root():
-    base = os.environ.get('MMSEG_PROMPT_CACHE')
-    if base:
-        return Path(base)
-    xdg = os.environ.get('XDG_CACHE_HOME') or str(Path.home() / '.cache')
-    return Path(xdg) / 'mmseg_prompt'
+            f'Python {ver[0]}.{ver[1]} is not supported: mmcv {pin("mmcv")}, mmsegmentation '
+            f'{pin("mmsegmentation")} and the pinned torch need Python {lo[0]}.{lo[1]} to '
+            f'{hi[0]}.{hi[1]}. Run the set-up with one of those, e.g. '
+            f'`make PYTHON=python3.11 test` or `python3.11 tools/setup_env.py`.')
 
 
 def fingerprint(python_version=None):
@@ -140,91 +101,6 @@ def fingerprint(python_version=None):
     return h.hexdigest()
 
 
-def read_requirements(path: Path) -> List[str]:
-    """Requirement lines of a requirements file (comments and blank lines dropped)."""
-    lines = (ln.split('#')[0].strip() for ln in path.read_text().splitlines())
-    return [ln for ln in lines if ln]
-
-
-def requirement_name(req: str) -> str:
-    """The normalised project name of a requirement string (PEP 503): 'Foo_bar>=1' -> 'foo-bar'."""
-    name = re.match(r'\s*([A-Za-z0-9][A-Za-z0-9._-]*)', req).group(1)
-    return re.sub(r'[-_.]+', '-', name).lower()
-
-
-def constraints_without(names, dest: Path) -> Path:
-    """A copy of the constraints without the pins of ``names`` (the torch a machine brings)."""
-    kept = [ln for ln in CONSTRAINTS.read_text().splitlines()
-            if not (ln.split('#')[0].strip() and requirement_name(ln) in names)]
-    dest.write_text('\n'.join(kept) + '\n')
-    return dest
-
-
-@dataclass
-class Settings:
-    """Where the venv goes and where its packages come from."""
-    venv: Path = DEFAULT_VENV
-    wheelhouse: Optional[Path] = None  # install from this folder only, no index
-    system_torch: bool = False         # use this interpreter's torch/torchvision
-
-    @property
-    def python(self) -> Path:
-        return self.venv / 'bin' / 'python'
-
-    @property
-    def mode(self) -> dict:
-        return dict(system_torch=self.system_torch, wheelhouse=self.wheelhouse is not None)
-
-    def pip_env(self) -> dict:
-        """pip's environment: offline from the wheelhouse (no index, no config files) or as is."""
-        env = dict(PATH=f'{self.venv / "bin"}{os.pathsep}{os.environ.get("PATH", "")}')
-        if self.wheelhouse is not None:
-            env.update(PIP_NO_INDEX='1', PIP_FIND_LINKS=str(self.wheelhouse),
-                       PIP_CONFIG_FILE=os.devnull)
-        return env
-
-    def constraints(self) -> Path:
-        if not self.system_torch:
-            return CONSTRAINTS
-        return constraints_without(TORCH_PACKAGES, self.venv / 'constraints-system-torch.txt')
-
-
-# ----------------------------------------------------------------------------- helpers
-def run(cmd, env=None, log_file=None, heartbeat=None):
-    """Run ``cmd``; raise SetupError with the command (and a log tail) if it fails."""
-    printable = ' '.join(str(c) for c in cmd)
-    full_env = dict(os.environ, **(env or {}))
-    if log_file is None:
-        rc = subprocess.call([str(c) for c in cmd], env=full_env)
-        if rc:
-            raise SetupError(f'command failed (exit {rc}): {printable}')
-        return
-    with open(log_file, 'w') as out:
-        proc = subprocess.Popen([str(c) for c in cmd], env=full_env, stdout=out,
-                                stderr=subprocess.STDOUT)
-        stop = threading.Event()
-        if heartbeat:
-            threading.Thread(target=heartbeat, args=(stop, log_file), daemon=True).start()
-        rc = proc.wait()
-        stop.set()
-    if rc:
-        tail = ''.join(Path(log_file).read_text(errors='ignore').splitlines(True)[-40:])
-        raise SetupError(f'command failed (exit {rc}): {printable}\n--- last lines of '
-                         f'{log_file} ---\n{tail}')
-
-
-def pip(cfg: Settings, *args, **kw):
-    run([cfg.python, '-m', 'pip', 'install', '--disable-pip-version-check', '-q',
-         '-c', cfg.constraints(), *args], env=cfg.pip_env(), **kw)
-
-
-def python_eval(python, code):
-    out = subprocess.run([str(python), '-c', code], capture_output=True, text=True)
-    if out.returncode:
-        raise SetupError(f'{python} failed running {code!r}:\n{out.stderr[-2000:]}')
-    return out.stdout.strip()
-
-
 def read_stamp(venv: Path = DEFAULT_VENV):
     try:
         return json.loads((venv / STAMP_NAME).read_text())
@@ -232,210 +108,7 @@ def read_stamp(venv: Path = DEFAULT_VENV):
         return None
 
 
-def build_progress(stop, log_file):
-    start = time.time()
-    while not stop.wait(60):
-        # ninja (used by torch's BuildExtension) numbers each compile step as [k/n]
-        steps = re.findall(r'^\s*\[(\d+)/(\d+)\]', Path(log_file).read_text(errors='ignore'), re.M)
-        done = f'{steps[-1][0]}/{steps[-1][1]}' if steps else f'0/{MMCV_SOURCES}'
-        log(f'  ... building mmcv: {done} C++ sources compiled, '
-            f'{(time.time() - start) / 60:.0f} min elapsed')
-
-
-# ----------------------------------------------------------------------------- wheelhouse
-def fetch_mmcv_sdist(dest: Path, index_url: str) -> Path:
-    """Download the mmcv 2.1.0 source archive from ``index_url`` (a PEP 503/691 simple index)
-    and check its sha256. ``pip download`` cannot: it builds an sdist's metadata first, and
-    mmcv's setup.py needs torch and ``pkg_resources`` for that."""
-    page_url = f'{index_url.rstrip("/")}/mmcv/'
-    req = urllib.request.Request(page_url, headers={
-        'Accept': 'application/vnd.pypi.simple.v1+json, text/html;q=0.1'})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        body = r.read().decode()
-        is_json = 'json' in r.headers.get('Content-Type', '')
-    if is_json:
-        urls = [f['url'] for f in json.loads(body)['files'] if f['filename'] == MMCV_SDIST]
-    else:
-        urls = [m for m in re.findall(r'href="([^"]+)"', body)
-                if m.split('#')[0].endswith('/' + MMCV_SDIST)]
-    if not urls:
-        raise SetupError(f'{page_url} lists no {MMCV_SDIST}; pass --index-url of an index that '
-                         f'mirrors PyPI')
-    url = urllib.request.urljoin(page_url, urls[0].split('#')[0])
-    target = dest / MMCV_SDIST
-    with urllib.request.urlopen(url, timeout=300) as r:
-        data = r.read()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != MMCV_SDIST_SHA256:
-        raise SetupError(f'{url} has sha256 {digest}, not the {MMCV_SDIST_SHA256} of PyPI\'s '
-                         f'{MMCV_SDIST}; refusing it')
-    target.write_bytes(data)
-    return target
-
-
-def wheelhouse_closure(report: dict, roots: List[str], skip=()) -> List[str]:
-    """``name==version`` of every package pip resolved (``--report``) that ``roots`` need,
-    following dependencies but not into ``skip`` (so torch's own dependencies stay out)."""
-    resolved = {requirement_name(item['metadata']['name']): item['metadata']
-                for item in report['install']}
-    todo = [requirement_name(r) for r in roots]
-    seen = set()
-    while todo:
-        name = todo.pop()
-        if name in seen or name in skip or name not in resolved:
-            continue
-        seen.add(name)
-        todo += [requirement_name(r) for r in resolved[name].get('requires_dist') or []]
-    return sorted(f'{n}=={resolved[n]["version"]}' for n in seen)
-
-
-def platform_tags(tag: str) -> List[str]:
-    """pip platform tags a machine of ``tag`` runs: 'manylinux_2_28_x86_64' means glibc 2.28, so
-    every manylinux_2_N (N <= 28) and the legacy names of 2_17, 2_12 and 2_5 (pip matches each
-    tag exactly, and wheels are tagged with the oldest glibc they need). Other tags as given."""
-    m = re.fullmatch(r'manylinux_2_(\d+)_(\w+)', tag)
-    if not m:
-        return [tag]
-    newest, arch = int(m.group(1)), m.group(2)
-    legacy = {17: 'manylinux2014', 12: 'manylinux2010', 5: 'manylinux1'}
-    tags = []
-    for n in range(newest, 4, -1):
-        tags.append(f'manylinux_2_{n}_{arch}')
-        if n in legacy:
-            tags.append(f'{legacy[n]}_{arch}')
-    return tags
-
-
-def download_wheelhouse(dest: Path, python_version: str, platforms: List[str], with_torch: bool,
-                        index_url: str):
-    """Write every file a set-up needs (wheels for ``python_version`` and ``platforms``, the mmcv
-    source archive) and a manifest into ``dest``. Uses this interpreter's pip and the index."""
-    started = time.time()
-    dest.mkdir(parents=True, exist_ok=True)
-    roots = [r for r in read_requirements(RUNTIME_REQUIREMENTS)
-             + read_requirements(TEST_REQUIREMENTS) + MMCV_RUNTIME + BUILD_TOOLS
-             if requirement_name(r) != 'mmcv']  # only an sdist: fetched below
-    target = ['--only-binary=:all:', '--python-version', python_version, '--implementation', 'cp']
-    for tag in dict.fromkeys(t for p in platforms for t in platform_tags(p)):
-        target += ['--platform', tag]
-    where = ', '.join(platforms) or f'this machine ({platform.machine()})'
-    log(f'resolving the stack for Python {python_version}, {where}, with pip')
-    with tempfile.TemporaryDirectory() as tmp:
-        report_file = Path(tmp) / 'report.json'
-        run([sys.executable, '-m', 'pip', 'install', '--disable-pip-version-check', '-q',
-             '--dry-run', '--ignore-installed', '--target', Path(tmp) / 'target',
-             '--report', report_file, '-c', CONSTRAINTS, *target, *roots])
-        report = json.loads(report_file.read_text())
-    skip = () if with_torch else TORCH_PACKAGES
-    pins = wheelhouse_closure(report, roots, skip)
-    log(f'downloading {len(pins)} wheels into {dest}')
-    run([sys.executable, '-m', 'pip', 'download', '--disable-pip-version-check', '-q',
-         '--no-deps', '-d', dest, *target, *pins])
-    log(f'downloading {MMCV_SDIST} from {index_url}')
-    fetch_mmcv_sdist(dest, index_url)
-    torch_pin = next((p for p in pins if p.startswith('torch==')), None)
-    manifest = dict(python=python_version, platforms=platforms or [where], torch=torch_pin,
-                    packages=pins + ['mmcv==2.1.0'],
-                    constraints_sha256=hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest(),
-                    files=sorted(f.name for f in dest.iterdir() if f.name != WHEELHOUSE_MANIFEST))
-    (dest / WHEELHOUSE_MANIFEST).write_text(json.dumps(manifest, indent=2))
-    size = sum(f.stat().st_size for f in dest.iterdir()) / 2**20
-    torch_note = f'with {torch_pin}' if torch_pin else 'without torch'
-    install = f'python3 tools/setup_env.py --wheelhouse {dest}' + (
-        '' if torch_pin else ' --system-torch')
-    log(f'wheelhouse ready in {time.time() - started:.0f}s: {len(manifest["files"])} files, '
-        f'{size:.0f} MiB, {torch_note}. Install with: {install}')
-
-
-def check_wheelhouse(cfg: Settings):
-    """Refuse a wheelhouse made for another Python or other pins, or without the torch needed."""
-    wh = cfg.wheelhouse
-    try:
-        manifest = json.loads((wh / WHEELHOUSE_MANIFEST).read_text())
-    except (OSError, ValueError) as e:
-        raise SetupError(f'{wh} has no readable {WHEELHOUSE_MANIFEST}: make the folder with '
-                         f'`python3 tools/setup_env.py --download-wheelhouse {wh}` on a machine '
-                         f'that reaches the package registry') from e
-    here = f'{sys.version_info[0]}.{sys.version_info[1]}'
-    if manifest['python'] != here:
-        raise SetupError(f'the wheelhouse {wh} was made for Python {manifest["python"]}, but this '
-                         f'is Python {here}: make one with --python-version {here}, or run the '
-                         f'set-up with python{manifest["python"]}')
-    if manifest['constraints_sha256'] != hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest():
-        raise SetupError(f'the wheelhouse {wh} was made from other pins than {CONSTRAINTS}: '
-                         f'make it again with --download-wheelhouse')
-    if not manifest['torch'] and not cfg.system_torch:
-        raise SetupError(f'the wheelhouse {wh} has no torch (made with --no-torch): add '
-                         f'--system-torch to use the torch of this interpreter, or make one with '
-                         f'torch')
-    if not (wh / MMCV_SDIST).is_file():
-        raise SetupError(f'the wheelhouse {wh} lacks {MMCV_SDIST}: make it again')
-    log(f'installing offline from {wh} (Python {manifest["python"]}, '
-        f'{manifest["torch"] or "no torch"}); pip\'s index is off')
-
-
 # ----------------------------------------------------------------------------- steps
-def install_mmcv(cfg: Settings, torch_version, py_tag):
-    """Install mmcv with compiled ops from the cache, building and caching it if needed."""
-    key = mmcv_cache_key(torch_version, py_tag, platform.machine())
-    cache_dir = cache_root() / 'wheels' / key
-    cached = sorted(cache_dir.glob(f'mmcv-{MMCV_VERSION}-*.whl'))
-    if cached and not wheel_has_ops(cached[0]):
-        log(f'cached wheel {cached[0]} has no compiled ops (mmcv/_ext); removing it')
-        cached[0].unlink()
-        cached = []
-    if cached:
-        log(f'mmcv {MMCV_VERSION}: reusing cached build {cached[0]}')
-        pip(cfg, cached[0])
-        return
-    check_python_headers(cfg.python)
-    jobs = os.cpu_count() or 1
-    log(f'mmcv {MMCV_VERSION}: no cached build for {key}; compiling its CPU ops from source '
-        f'({MMCV_SOURCES} C++ files, {jobs} jobs; about 10-20 min on 2 cores, depending on '
-        f'the machine)')
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    build_log = cache_dir.parent / f'build-{key}.log'
-    log(f'  full build log: {build_log}')
-    with tempfile.TemporaryDirectory(dir=cache_dir.parent) as tmp:
-        env = dict(cfg.pip_env(), MMCV_WITH_OPS='1', FORCE_CUDA='0', CUDA_VISIBLE_DEVICES='',
-                   MAX_JOBS=str(jobs))
-        run([cfg.python, '-m', 'pip', 'wheel', '-v', '--no-deps', '--no-build-isolation',
-             '--no-cache-dir', '--no-binary', 'mmcv', '-c', cfg.constraints(), '-w', tmp,
-             f'mmcv=={MMCV_VERSION}'], env=env, log_file=build_log, heartbeat=build_progress)
-        built = sorted(Path(tmp).glob(f'mmcv-{MMCV_VERSION}-*.whl'))
-        if not built:
-            raise SetupError(f'the mmcv build produced no wheel; see {build_log}')
-        if not wheel_has_ops(built[0]):
-            raise SetupError(
-                f'the mmcv build produced a wheel without compiled ops (mmcv/_ext), so '
-                f'`import mmseg.models` would fail. The build must see torch '
-                f'(--no-build-isolation) and MMCV_WITH_OPS=1; see {build_log}')
-        # Move into place in one step, so an interrupted build never leaves a wheel to trust.
-        final = cache_dir / built[0].name
-        os.replace(built[0], final)
-    log(f'  cached the build at {final}')
-    pip(cfg, final)
-
-
-def check_python_headers(python):
-    """Compiling mmcv needs Python.h of the venv's interpreter."""
-    include = python_eval(python, 'import sysconfig; print(sysconfig.get_paths()["include"])')
-    if not (Path(include) / 'Python.h').is_file():
-        raise SetupError(f'{include}/Python.h is missing, and compiling mmcv {MMCV_VERSION} '
-                         f'needs it: install the Python development headers (Debian/Ubuntu: '
-                         f'`apt install python{sys.version_info[0]}.{sys.version_info[1]}-dev`)')
-
-
-def check_mmcv_ext(cfg: Settings):
-    has_ext = python_eval(cfg.python, 'import importlib.util as u; '
-                                      'print(u.find_spec("mmcv._ext") is not None)')
-    if has_ext != 'True':
-        raise SetupError(
-            f'mmcv in {cfg.venv} has no compiled ops (mmcv._ext is missing), and mmsegmentation '
-            f'1.2.2 imports mmcv.ops. Remove the cached wheel under {cache_root() / "wheels"} and '
-            f'run the set-up again; it rebuilds mmcv {MMCV_VERSION} with MMCV_WITH_OPS=1.')
-
-
 def host_torch() -> dict:
     """torch and torchvision of the interpreter running this script, and where they live."""
     code = ('import json, os, torch, torchvision; '
@@ -465,9 +138,10 @@ def install_torch(cfg: Settings):
     else:
         log('installing the pinned torch / torchvision (regular builds; they run on CPU)')
         pip(cfg, 'torch', 'torchvision')
-    torch_version = python_eval(cfg.python, 'import torch; print(torch.__version__)')
-    include = python_eval(cfg.python, 'import torch.utils.cpp_extension as c; '
-                                      'print(c.include_paths()[0])')
+    # one interpreter start: importing torch is the slow part
+    torch_version, include = python_eval(
+        cfg.python, 'import torch, torch.utils.cpp_extension as c; '
+                    'print(torch.__version__); print(c.include_paths()[0])').splitlines()
     check_torch_headers(include, torch_version)
     return torch_version
 
@@ -522,9 +196,13 @@ def setup(cfg: Settings, explicit_mode: bool):
             return
         except SetupError as e:
             log(f'{cfg.venv} is stamped but broken ({str(e).splitlines()[-1]}); rebuilding it')
-    if cfg.venv.exists():
+    if cfg.venv.exists() or cfg.venv.is_symlink():
         why = ('it was made in another mode' if same_pins else
                'it was made from other pins' if stamp else 'it has no completion stamp')
+        if cfg.venv.is_symlink():  # never remove what a link points to (another checkout's)
+            raise SetupError(f'{cfg.venv} is a link to {os.path.realpath(cfg.venv)}, and {why}: '
+                             f'remove the link (the set-up then makes a venv of its own) or '
+                             f'pass --venv with another folder')
         log(f'removing {cfg.venv} ({why})')
         shutil.rmtree(cfg.venv)
     try:
@@ -570,7 +248,7 @@ def main(argv=None):
         download_wheelhouse(args.download_wheelhouse.resolve(), args.python_version,
                             args.platform, not args.no_torch, args.index_url)
         return
-    cfg = Settings(venv=args.venv.resolve(), system_torch=args.system_torch,
+    cfg = Settings(venv=Path(os.path.abspath(args.venv)), system_torch=args.system_torch,
                    wheelhouse=args.wheelhouse.resolve() if args.wheelhouse else None)
     setup(cfg, explicit_mode=args.system_torch or args.wheelhouse is not None)
 
