@@ -224,3 +224,23 @@ def test_export_merges_bitfit_into_the_trunk(tmp_path, tiny_trunk_file):
     with torch.no_grad():
         for got, e in zip(merged.backbone(x), model.eval().backbone(x)):
             torch.testing.assert_close(got, e, rtol=1e-5, atol=1e-5)
+
+
+def test_checkpoints_load_into_the_same_biases_and_refuse_others(tiny_trunk_file):
+    """The deltas' keys say which biases there are (weights_layout adds nothing): a checkpoint
+    loads into the same configuration, and one with the final norm's delta is refused by a
+    BitFit without it and the other way round, naming the key."""
+    from mmseg_prompt.models.backbones import TrunkWeightsError
+    path, _ = tiny_trunk_file
+    bb = build(path, 'vit', parts=[BITFIT])
+    randomise(bb)
+    assert bb.weights_layout() == dict(out_indices=[0, 1, 2], final_norm=False)
+    same = build(path, 'vit', parts=[BITFIT])
+    same.load_state_dict(bb.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(same.bitfit.deltas.values(),
+                                                 bb.bitfit.deltas.values()))
+    with_norm = build(path, 'vit', parts=[dict(BITFIT, final_norm=True)])
+    with pytest.raises(TrunkWeightsError, match='bitfit.deltas.norm-bias'):
+        with_norm.load_state_dict(bb.state_dict())
+    with pytest.raises(TrunkWeightsError, match='bitfit.deltas.norm-bias'):
+        bb.load_state_dict(with_norm.state_dict())
