@@ -55,6 +55,8 @@ CASES.update({
     'DINOv3-DAVPT+': dict(CASES['DAVPT+'], **DINOV3),
     'DINOv3-LoRA-AdaptFormer': dict(type='FrozenViT', parts=[
         dict(type='LoRA', rank=2), dict(type='AdaptFormer', bottleneck=4)], **DINOV3),
+    # BitFit's hook on every module with a bias (the q/v biases' on the fused qkv), with VPT-Deep
+    'DINOv3-VPT-BitFit': dict(CASES['VPTDeepViT'], parts=[dict(type='BitFit')], **DINOV3),
     'DINOv3-CVPT-plain-bf16-trunk': dict(CASES['CVPT-plain-bf16-trunk'], **DINOV3),
 })
 # in eval mode the prompts are shared and the guidance flag is not read: these add nothing there
@@ -158,7 +160,8 @@ def outputs_and_grads(bb, x, fn):
                                            ('VPTDeepViT', 'aot_eager'),
                                            ('DAVPT+', 'aot_eager'),
                                            ('DINOv3-CVPT-folded', 'aot_eager'),
-                                           ('DINOv3-DAVPT+', 'aot_eager')])
+                                           ('DINOv3-DAVPT+', 'aot_eager'),
+                                           ('DINOv3-VPT-BitFit', 'aot_eager')])
 def test_compiled_forward_and_gradients_equal_eager(case, backend, device):
     """Training mode with the dropouts off (both runs deterministic): the same outputs and the
     same gradients of the prompts (and DA-VPT+'s K/V bias deltas)."""

@@ -19,9 +19,11 @@ VITL = [p for p in TOP_LEVEL if '_vitl_' in osp.basename(p)]
 IN21K_VITL = [p for p in VITL if osp.dirname(p) == osp.join(REPO, 'configs')]
 # the adapter configs' tuned trunk parameters, by hand: 24 blocks of ViT-L (width 1024) with
 # LoRA r=8 on q and v (2 x (8 x 1024 + 1024 x 8)) or AdaptFormer's bottleneck of 64
-# (1024 x 64 + 64 + 64 x 1024 + 1024)
+# (1024 x 64 + 64 + 64 x 1024 + 1024), or BitFit's bias deltas (per block norm1, q/k/v, proj,
+# norm2, fc1 (4 x 1024), fc2: 11 x 1024; the patch embedding's; the final norm is not run)
 ADAPTER_PARAMS = dict(lora=24 * 2 * (8 * 1024 + 1024 * 8),
-                      adaptformer=24 * (1024 * 64 + 64 + 64 * 1024 + 1024))
+                      adaptformer=24 * (1024 * 64 + 64 + 64 * 1024 + 1024),
+                      bitfit=24 * 11 * 1024 + 1024)
 
 
 def test_the_issue_configs_exist():

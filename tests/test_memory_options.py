@@ -10,7 +10,8 @@ from mmseg_prompt.testing import TINY_KWARGS, TINY_NAME
 
 
 @pytest.mark.parametrize('method,extra', [('CVPTViT', {}), ('VPTDeepViT', {}),
-                                          ('DAVPTViT', dict(bias_tuning=True))])
+                                          ('DAVPTViT', dict(bias_tuning=True)),
+                                          ('VPTDeepViT', dict(parts=[dict(type='BitFit')]))])
 def test_checkpointing_gives_the_same_outputs_and_prompt_gradients(family_trunk, method, extra):
     """On a ViT and on a DINOv3 (Eva) trunk."""
     grads, outs = [], []

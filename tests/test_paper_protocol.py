@@ -20,7 +20,11 @@ WIDTH = 32
 
 def prompt_values(name: str, width: int) -> int:
     """The trunk part's values by hand: prompts per block x 24 blocks (DA-VPT: 20 in 23 blocks,
-    10 guided in block 11), plus the K/V bias deltas of DA-VPT+ (2 x width per block)."""
+    10 guided in block 11), plus the K/V bias deltas of DA-VPT+ (2 x width per block); BitFit's
+    bias deltas (per block norm1, q/k/v, proj, norm2, fc1 (4 x width), fc2; the patch
+    embedding's; the final norm is not run)."""
+    if name.startswith('bitfit'):
+        return 24 * 11 * width + width
     if name.startswith('davpt'):
         count = 23 * 20 + 10
     else:

@@ -107,6 +107,7 @@ def test_each_named_table_maps_its_rows_to_existing_configs():
             assert osp.isfile(osp.join(REPO, row.config)), row.config
     cvpt = {r.method: (r.single_scale, r.multi_scale) for r in reproduce.TABLES['cvpt_ade20k']}
     assert cvpt['CVPT, 200 prompts'] == (45.66, 47.92) and cvpt['VPT-Deep'] == (42.11, 44.06)
+    assert cvpt['BitFit'] == (43.40, 45.33)
     pc = {r.method: r.unstated_scale for r in reproduce.TABLES['davpt_pascal_context']}
     assert pc['DA-VPT+'] == 50.40 and pc['VPT-Deep'] == 49.51
     res = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'reproduce.py'), '--table',

@@ -20,6 +20,7 @@ CASES = {
                     bias_tuning=True),
     'LoRA + AdaptFormer': dict(type='FrozenViT', parts=[dict(type='LoRA', rank=2),
                                                         dict(type='AdaptFormer', bottleneck=4)]),
+    'BitFit': dict(type='FrozenViT', parts=[dict(type='BitFit')]),
 }
 
 

@@ -1,4 +1,5 @@
 from .adaptformer import AdaptFormer
+from .bitfit import BitFit
 from .block_prompts import BlockPrompts, prompt_counts
 from .cross_attention_prompts import CrossAttentionPrompts, PromptCrossAttention
 from .cvpt_vit import CVPTViT
@@ -12,7 +13,7 @@ from .trunk_weights import TrunkWeightsError, load_trunk_weights
 from .tuning_part import GuidedPromptsContract, TuningPart
 from .vpt_deep_vit import VPTDeepViT
 
-__all__ = ['AdaptFormer', 'BlockPrompts', 'CheckpointMismatchError', 'CrossAttentionPrompts',
-           'CVPTViT', 'DAVPTViT', 'FrozenViT', 'GuidedPromptsContract', 'KVBiasDeltas',
-           'load_trunk_weights', 'LoRA', 'prompt_counts', 'PromptCrossAttention',
+__all__ = ['AdaptFormer', 'BitFit', 'BlockPrompts', 'CheckpointMismatchError',
+           'CrossAttentionPrompts', 'CVPTViT', 'DAVPTViT', 'FrozenViT', 'GuidedPromptsContract',
+           'KVBiasDeltas', 'load_trunk_weights', 'LoRA', 'prompt_counts', 'PromptCrossAttention',
            'SequencePrompts', 'TrunkWeightsError', 'TuningPart', 'VPTDeepViT']
