@@ -24,8 +24,8 @@ BITFIT = dict(type='BitFit')
 
 def build(path, family, **cfg):
     torch.manual_seed(0)
-    return MODELS.build(dict(type='FrozenViT', img_size=64, out_indices=(0, 1, 2),
-                             pretrained=str(path), **TRUNKS[family], **cfg))
+    return MODELS.build(dict(dict(type='FrozenViT', img_size=64, out_indices=(0, 1, 2),
+                                  pretrained=str(path), **TRUNKS[family]), **cfg))
 
 
 @pytest.fixture(params=sorted(TRUNKS))
@@ -74,7 +74,7 @@ def test_trained_deltas_equal_the_trunk_with_its_biases_edited_by_hand_and_merge
     Eva's q_bias and v_bias) edited by hand, b + delta, in a plain backbone: the same outputs;
     merge_into writes that very trunk."""
     family, path = trunk
-    bb = build(path, family, final_norm=True, parts=[dict(BITFIT, final_norm=True)]).eval()
+    bb = build(path, family, final_norm=True, parts=[BITFIT]).eval()
     randomise(bb)
     edited = build(path, family, final_norm=True).eval()
     names = [n for n, _ in edited.trunk.named_parameters()
@@ -122,7 +122,7 @@ def test_tuned_values_are_the_bias_values_counted_by_hand(tmp_path):
         for final_norm in (False, True):
             bb = MODELS.build(dict(type='FrozenViT', model_name=name, model_kwargs=kwargs,
                                    img_size=64, out_indices=(2,), final_norm=final_norm,
-                                   parts=[dict(BITFIT, final_norm=final_norm)]))
+                                   parts=[BITFIT]))
             tuned = sum(p.numel() for p in bb.parameters() if p.requires_grad)
             assert tuned == hand_count(64, 3, final_norm=final_norm, **biases), (name, final_norm)
     assert hand_count(1024, 24, qv_bias=False, qkv_bias=True) == 271_360
@@ -130,7 +130,7 @@ def test_tuned_values_are_the_bias_values_counted_by_hand(tmp_path):
         with torch.device('meta'):
             vitl = MODELS.build(dict(type='FrozenViT', model_name='vit_large_patch16_384',
                                      img_size=512, final_norm=final_norm,
-                                     parts=[dict(BITFIT, final_norm=final_norm)]))
+                                     parts=[BITFIT]))
         assert sum(p.numel() for p in vitl.parameters() if p.requires_grad) == values
         # every bias the timm model has, the final norm's only when it runs
         assert values == sum(p.numel() for n, p in vitl.trunk.named_parameters()
@@ -189,13 +189,19 @@ def test_with_the_kv_bias_deltas_both_shifts_add(trunk):
             torch.testing.assert_close(got, e, rtol=1e-5, atol=1e-5)
 
 
-def test_a_final_norm_bitfit_was_not_told_of_is_refused(tiny_trunk_file):
+def test_the_final_norm_is_tuned_exactly_when_the_backbone_runs_it(tiny_trunk_file):
+    """The backbone passes whether it runs the final norm (``final_norm`` and the last block
+    among ``out_indices``); a config that sets it on the part is refused, naming the key."""
     path, _ = tiny_trunk_file
-    bb = build(path, 'vit', final_norm=True, parts=[BITFIT])
-    with pytest.raises(ValueError, match="add final_norm=True to BitFit's entry"):
-        bb(torch.randn(1, 3, 32, 32))
-    with pytest.raises(TypeError, match='BitFit final_norm must be True or False'):
-        build(path, 'vit', parts=[dict(BITFIT, final_norm='yes')])
+    for final_norm, out_indices, tuned in ((True, (0, 2), True), (True, (0, 1), False),
+                                           (False, (0, 2), False)):
+        bb = build(path, 'vit', final_norm=final_norm, out_indices=out_indices, parts=[BITFIT])
+        assert ('norm-bias' in bb.bitfit.deltas) == tuned == bb.runs_final_norm
+        if 2 in out_indices:  # (blocks after the last output feed nothing)
+            sum(o.sum() for o in bb.train()(torch.randn(1, 3, 32, 32))).backward()
+            assert all(d.grad is not None for d in bb.bitfit.deltas.values())  # none idle: DDP
+    with pytest.raises(ValueError, match=r"BitFit takes \['final_norm'\] from the trunk"):
+        build(path, 'vit', final_norm=True, parts=[dict(BITFIT, final_norm=True)])
 
 
 @pytest.mark.slow  # tools/export_full_checkpoint.py in a subprocess, then mmseg's init_model
@@ -239,7 +245,7 @@ def test_checkpoints_load_into_the_same_biases_and_refuse_others(tiny_trunk_file
     same.load_state_dict(bb.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(same.bitfit.deltas.values(),
                                                  bb.bitfit.deltas.values()))
-    with_norm = build(path, 'vit', parts=[dict(BITFIT, final_norm=True)])
+    with_norm = build(path, 'vit', final_norm=True, parts=[BITFIT])
     with pytest.raises(TrunkWeightsError, match='bitfit.deltas.norm-bias'):
         with_norm.load_state_dict(bb.state_dict())
     with pytest.raises(TrunkWeightsError, match='bitfit.deltas.norm-bias'):

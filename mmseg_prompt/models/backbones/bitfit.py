@@ -14,8 +14,9 @@ unchanged and BitFit combines with every other part; :meth:`BitFit.merge_into` a
 to its bias tensor.
 
 The biases tuned are those of the modules the backbone runs: the patch embedding, the pre-norm,
-every block and, with ``final_norm=True``, the final norm (the backbone applies it only under its
-own ``final_norm``); the trunk's pooling norm and head, which the backbone never runs, are left.
+every block and the final norm when the backbone applies it (its ``final_norm`` with the last
+block among ``out_indices``, a trunk fact the backbone passes); the trunk's pooling norm and
+head, which the backbone never runs, are left.
 """
 from typing import Dict, Set
 
@@ -38,9 +39,8 @@ class BitFit(TuningPart):
     :class:`FrozenViT`.
 
     Args:
-        final_norm: also tune the final norm's bias; set it as ``model.backbone.final_norm``
-            (the backbone runs that norm only then). A backbone that applies the final norm
-            while this is False is refused at its first forward.
+        final_norm: whether the backbone runs the trunk's final norm, whose bias is then tuned
+            too (the backbone passes it: ``TRUNK_ARGS``).
 
     Parameters ``deltas.<key>``, one per bias tensor, of its shape, float32: the key is the
     trunk's state-dict name of the bias with ``.`` written ``-`` (``deltas.blocks-0-attn-qkv-bias``
@@ -48,15 +48,12 @@ class BitFit(TuningPart):
     """
 
     NAME = 'bitfit'
-    TRUNK_ARGS = ()
+    TRUNK_ARGS = ('final_norm',)
     METHOD = 'BitFit'
     MERGES_INTO_TRUNK = True
 
-    def __init__(self, final_norm: bool = False):
+    def __init__(self, final_norm: bool):
         super().__init__()
-        if not isinstance(final_norm, bool):
-            raise TypeError(f'BitFit final_norm must be True or False, got {final_norm!r} '
-                            f'(model.backbone.parts, type="BitFit")')
         self.final_norm = final_norm
         self.deltas = nn.ParameterDict()
 
@@ -78,8 +75,6 @@ class BitFit(TuningPart):
         norm = getattr(trunk, 'norm', None)
         if self.final_norm and isinstance(norm, nn.Module):
             roots.append(('norm', norm))
-        elif isinstance(norm, nn.Module) and getattr(norm, 'bias', None) is not None:
-            norm.register_forward_hook(_refuse_final_norm)
         for root, top in roots:
             for sub, module in top.named_modules(prefix=root):
                 self._attach_module(sub, module, model_name)
@@ -147,8 +142,3 @@ def _add_qv_deltas(module: nn.Linear, inputs, output: torch.Tensor, *, part: Bit
     dq, dv = part.deltas[q], part.deltas[v]
     return output + torch.cat((dq, torch.zeros_like(dq), dv)).to(output.dtype)
 
-
-def _refuse_final_norm(module: nn.Module, inputs, output):
-    raise ValueError('the backbone applies the trunk\'s final norm (model.backbone.final_norm='
-                     'True), whose bias BitFit tunes only when told: add final_norm=True to '
-                     'BitFit\'s entry of model.backbone.parts')

@@ -157,7 +157,12 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
         patch_embed = self.trunk.patch_embed
         facts = dict(embed_dim=self.embed_dim, depth=self.depth,
                      patch_size=tuple(patch_embed.patch_size),
-                     in_chans=patch_embed.proj.in_channels)
+                     in_chans=patch_embed.proj.in_channels,
+                     final_norm=self.runs_final_norm)
+        given = sorted(set(cfg) & set(cls.TRUNK_ARGS))
+        if given:
+            raise ValueError(f'{cls.__name__} takes {given} from the trunk (its TRUNK_ARGS); '
+                             f'remove them from its entry of model.backbone.parts / prompts')
         part = MODELS.build(cfg, default_args={k: facts[k] for k in cls.TRUNK_ARGS})
         if isinstance(self._modules.get(part.NAME), TuningPart):
             raise ValueError(f'two tuning parts are named {part.NAME!r} ({type(part).__name__} '
@@ -205,6 +210,12 @@ class FrozenViT(MetricGuidanceAPI, BaseModule):
     def bias_tuning(self) -> bool:
         """Whether the K/V bias deltas are a part (``bias_tuning=True``)."""
         return any(isinstance(p, KVBiasDeltas) for p in self.parts)
+
+    @property
+    def runs_final_norm(self) -> bool:
+        """Whether the forward applies the trunk's final norm (``final_norm`` and the last
+        block among ``out_indices``)."""
+        return self.final_norm and self.depth - 1 in self.out_indices
 
     @property
     def depth(self) -> int:

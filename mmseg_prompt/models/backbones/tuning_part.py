@@ -17,7 +17,9 @@ It declares:
 
 - :attr:`NAME`: its attribute on the backbone, hence its state-dict prefix
   (``backbone.<NAME>.*``); unique per trunk;
-- :attr:`TRUNK_ARGS`: the trunk facts its constructor takes (``embed_dim``, ``depth``, ...);
+- :attr:`TRUNK_ARGS`: the trunk facts its constructor takes from the backbone (``embed_dim``,
+  ``depth``, ``patch_size``, ``in_chans``, ``final_norm``: whether the forward runs the trunk's
+  final norm); a config that sets one is refused;
 - :meth:`weights_layout`: its own options that give its weights their meaning beyond their
   shapes, by its config key; the backbone records them under the part's ``NAME`` with its type
   in every checkpoint's provenance (``provenance.py``) and checks them on load;
