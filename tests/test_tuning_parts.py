@@ -361,6 +361,33 @@ def test_export_merges_lora_and_bias_deltas_and_the_merged_model_predicts_the_sa
         init_model(str(cfg), str(tmp_path / 'merged.pth'), device='cpu')
 
 
+def test_merge_is_refused_beside_a_part_that_reads_the_trunk_tensors(tmp_path, tiny_trunk_file):
+    """CVPT's cross-attention reads each block's qkv and proj tensors directly, beside the hooks:
+    folding the K/V deltas into them would change it, so the export tool refuses; the same
+    deltas beside VPT-Deep merge."""
+    import importlib.util
+
+    from mmengine.config import Config
+
+    from mmseg_prompt.testing import write_linear_head_config
+    spec = importlib.util.spec_from_file_location('export_tool',
+                                                  f'{REPO}/tools/export_full_checkpoint.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    path, _ = tiny_trunk_file
+    for method, refused in (('CVPTViT', True), ('VPTDeepViT', False)):
+        cfg = Config.fromfile(write_linear_head_config(tmp_path / f'{method}.py', dict(
+            TRUNK, type=method, num_prompts=2, bias_tuning=True, pretrained=str(path))))
+        model = MODELS.build(cfg.model)
+        if refused:
+            with pytest.raises(SystemExit, match='CVPT computes with the trunk.s attention '
+                                                 'tensors directly.*K/V bias tuning'):
+                tool.merge_parts(model, cfg)
+        else:
+            merged, merged_cfg = tool.merge_parts(model, cfg)
+            assert not merged.backbone.bias_tuning and merged.backbone.part_names == ('prompts',)
+
+
 def test_optimizer_log_gives_the_tuning_parts_and_the_heads_separately(tiny_trunk_file,
                                                                       monkeypatch):
     """The trainable-parameter log splits the tuning parts (by part) from the neck and heads,

@@ -54,6 +54,14 @@ def merge_parts(model, cfg: Config):
     from mmseg.registry import MODELS
     backbone = model.backbone
     merged = [part for part in backbone.parts if part.MERGES_INTO_TRUNK]
+    readers = [part for part in backbone.parts if part.READS_TRUNK_WEIGHTS]
+    if merged and readers:
+        raise SystemExit(
+            f'--merge: {", ".join(p.METHOD for p in readers)} computes with the trunk\'s '
+            f'attention tensors directly, beside the trunk\'s forward where '
+            f'{", ".join(p.METHOD for p in merged)} act through hooks; folding them into those '
+            f'tensors would change what it computes (docs/methods.md, "BitFit"). Export without '
+            f'--merge: the parts stay in the checkpoint')
     for part in merged:
         try:
             part.merge_into(backbone.trunk)

@@ -193,6 +193,7 @@ class CrossAttentionPrompts(BlockPrompts):
     """
 
     METHOD = 'CVPT'  # what guided prompts train as without the metric loss
+    READS_TRUNK_WEIGHTS = True  # the cross-attention uses each block's qkv and proj tensors
     PROMPTS_FIRST = True
     TOKEN_SIDES = ('cross_query',)
     PROMPT_SIDES = ('cross_key',)

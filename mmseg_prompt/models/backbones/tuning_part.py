@@ -27,6 +27,10 @@ It declares:
 - :meth:`attach`: its checks on the trunk (and its hooks);
 - :attr:`MERGES_INTO_TRUNK` and :meth:`merge_into`: whether (and how) it folds into the
   trunk's weights, for export;
+- :attr:`READS_TRUNK_WEIGHTS`: whether it computes with the trunk's tensors outside the trunk
+  modules' forward (CVPT's cross-attention reads each block's qkv and proj), where the other
+  parts' hooks do not reach: merging a part into those tensors would change what it computes,
+  so the export refuses it;
 - :attr:`enabled`: False makes it a no-op, so the backbone runs as the plain frozen trunk
   (``FrozenViT.tuning_disabled``): the backbone skips a disabled part's per-forward work,
   sequence change and branches, and the hooks it registered through
@@ -57,6 +61,7 @@ class TuningPart(nn.Module, metaclass=ABCMeta):
     CHANGES_SEQUENCE: ClassVar[bool] = False
     METHOD: ClassVar[str] = ''  # the method's name, for logs
     MERGES_INTO_TRUNK: ClassVar[bool] = False  # whether merge_into folds it into the trunk
+    READS_TRUNK_WEIGHTS: ClassVar[bool] = False  # computes with trunk tensors beside its forward
 
     def __init__(self) -> None:
         super().__init__()
