@@ -16,7 +16,7 @@ HERE = Path(__file__).parent
 URL = 'https://github.com/mmseg-prompt/mmseg-prompt'
 # tools/ of a source checkout only: its environment set-up, and the example and the prompt
 # comparison, which write into it
-CHECKOUT_ONLY_TOOLS = ('setup_env.py', 'demo.py', 'prompt_comparison.py', 'pretrain_tiny_trunk.py')
+CHECKOUT_ONLY_TOOLS = ('setup_env.py', 'demo.py', 'compare_methods.py', 'pretrain_tiny_trunk.py')
 
 
 def read_requirements(name):

@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.slow  # builds and installs a wheel, runs its tools
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # the tools setup.py keeps out of the wheel (they write into a checkout)
-CHECKOUT_ONLY = ('setup_env.py', 'demo.py', 'prompt_comparison.py', 'pretrain_tiny_trunk.py')
+CHECKOUT_ONLY = ('setup_env.py', 'demo.py', 'compare_methods.py', 'pretrain_tiny_trunk.py')
 SOURCES = ('setup.py', 'MANIFEST.in', 'README.md', 'requirements', 'mmseg_prompt', 'configs',
            'tools')
 # the child interpreter forgets the editable install of the checkout (setuptools' finder)
