@@ -15,8 +15,8 @@ from setuptools.command.build_py import build_py
 HERE = Path(__file__).parent
 URL = 'https://github.com/mmseg-prompt/mmseg-prompt'
 # tools/ of a source checkout only (paths under tools/): its environment set-up and that
-# set-up's modules, and the example and the prompt comparison, which write into it
-CHECKOUT_ONLY_TOOLS = ('setup_env.py', 'setup', 'demo.py', 'prompt_comparison.py',
+# set-up's modules, and the example and the method comparison, which write into it
+CHECKOUT_ONLY_TOOLS = ('setup_env.py', 'setup', 'demo.py', 'compare_methods.py',
                        'pretrain_tiny_trunk.py')
 
 

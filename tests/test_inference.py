@@ -20,7 +20,7 @@ import torch
 pytestmark = pytest.mark.slow  # mmseg's APIs and the tools in subprocesses, every config
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # the UperNet configs (the prompt comparison's linear-head arms have their own end-to-end test,
-# tests/test_prompt_comparison.py, which runs mmseg's APIs on them; the SETR-PUP ones of the
+# tests/test_compare_methods.py, which runs mmseg's APIs on them; the SETR-PUP ones of the
 # papers' protocol train an iteration in tests/test_paper_protocol.py; the DINOv2 and DINOv3 ones
 # are these configs with another trunk, which the tiny child below replaces anyway: they train
 # and test in tests/test_dino_e2e.py; the example on a RoPE trunk goes through the APIs in

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # builds and installs a wheel, runs its tools
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # the tools setup.py keeps out of the wheel (they write into a checkout), as paths under tools/:
 # tools/setup/ holds setup_env.py's modules
-CHECKOUT_ONLY = ('setup_env.py', 'setup', 'demo.py', 'prompt_comparison.py',
+CHECKOUT_ONLY = ('setup_env.py', 'setup', 'demo.py', 'compare_methods.py',
                  'pretrain_tiny_trunk.py')
 SOURCES = ('setup.py', 'MANIFEST.in', 'README.md', 'requirements', 'mmseg_prompt', 'configs',
            'tools')

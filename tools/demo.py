@@ -1,6 +1,6 @@
 """The built-in example that `make demo` runs: what prompt tuning adds, in miniature, on a CPU.
 
-The short version of the prompt comparison (tools/prompt_comparison.py, docs/comparison.md):
+The short version of the prompt comparison (tools/compare_methods.py, docs/comparison.md):
 
 1. pretrains a tiny timm ViT on synthetic shape segmentation (pretraining seed ``--trunk-seed``,
    default 0, with this machine's CPU kernels or those of ``--cpu-capability``; cached: later
@@ -49,8 +49,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                '--margin-arms', 'vpt', '--no-plot']
     if args.threads:
         options += ['--threads', str(args.threads)]
-    cmd = [sys.executable, osp.join(REPO, 'tools', 'prompt_comparison.py')] + options
-    print('$ python tools/prompt_comparison.py ' + ' '.join(options), flush=True)
+    cmd = [sys.executable, osp.join(REPO, 'tools', 'compare_methods.py')] + options
+    print('$ python tools/compare_methods.py ' + ' '.join(options), flush=True)
     return subprocess.call(cmd, cwd=REPO)
 
 

@@ -139,24 +139,23 @@ def run_stage(args, cmd: List[str], log_path: str) -> float:
     return done.seconds
 
 
-def final_checkpoint(train_dir: str, max_iters: int) -> str:
-    return osp.join(train_dir, f'iter_{max_iters}.pth')
-
-
 def train(args, row: PaperRow, run_dir: str, record: dict) -> str:
     """Train unless the final checkpoint is there; resume when a checkpoint of an interrupted
     run is. Returns the final checkpoint."""
     from mmengine.config import Config
+
+    from mmseg_prompt.utils.finished_stages import training_state
     cfg = Config.fromfile(row.config)
     overrides = dict(o.split('=', 1) for o in args.cfg_options)
     max_iters = int(overrides.get('train_cfg.max_iters', cfg.train_cfg.max_iters))
     train_dir = osp.join(run_dir, 'train')
-    ckpt = final_checkpoint(train_dir, max_iters)
-    if osp.isfile(ckpt):
+    state = training_state(train_dir, max_iters)
+    ckpt = state.checkpoint
+    if state.finished:
         print(f'  trained: {ckpt} is there', flush=True)
         return ckpt
     extra = ['--work-dir', train_dir]
-    if osp.isfile(osp.join(train_dir, 'last_checkpoint')):
+    if state.resume:
         extra.append('--resume')
         print(f'  resuming the interrupted training in {train_dir}', flush=True)
     if args.cfg_options:
@@ -182,12 +181,12 @@ def peak_memory(train_dir: str) -> Optional[int]:
 def test(args, row: PaperRow, run_dir: str, ckpt: str, style: str) -> float:
     """mIoU of the single-scale ('ss') or the 0.x multi-scale + flip ('ms') test, from the
     stage's earlier run if it finished."""
-    from mmseg_prompt.utils.run_records import NoRecordError, test_metrics
+    from mmseg_prompt.utils.finished_stages import finished_test
+    from mmseg_prompt.utils.run_records import test_metrics
     test_dir = osp.join(run_dir, f'test_{style}')
-    try:
-        return float(test_metrics(test_dir)['mIoU'])
-    except NoRecordError:
-        pass
+    done = finished_test(test_dir)
+    if done is not None:
+        return float(done['mIoU'])
     extra = [ckpt, '--work-dir', test_dir] + (['--tta', '--tta-style', '0.x']
                                               if style == 'ms' else [])
     if args.cfg_options:
@@ -198,6 +197,7 @@ def test(args, row: PaperRow, run_dir: str, ckpt: str, style: str) -> float:
 
 
 def run_row(args, row: PaperRow) -> dict:
+    from mmseg_prompt.utils.finished_stages import write_json
     name = osp.splitext(osp.basename(row.config))[0]
     run_dir = osp.join(args.work_dir, name)
     os.makedirs(run_dir, exist_ok=True)
@@ -205,21 +205,14 @@ def run_row(args, row: PaperRow) -> dict:
     record = json.load(open(state_path)) if osp.isfile(state_path) else {}
     print(f'[{name}] {row.method}', flush=True)
     ckpt = train(args, row, run_dir, record)
-    _write_json(state_path, record)
+    write_json(state_path, record)
     record.update(name=name, config=row.config, method=row.method, checkpoint=ckpt,
                   paper=dict(single_scale=row.single_scale, multi_scale=row.multi_scale,
                              unstated_scale=row.unstated_scale, source=row.source),
                   single_scale=test(args, row, run_dir, ckpt, 'ss'),
                   multi_scale=test(args, row, run_dir, ckpt, 'ms'))
-    _write_json(state_path, record)
+    write_json(state_path, record)
     return record
-
-
-def _write_json(path: str, data) -> None:
-    """``data`` as JSON in ``path``, through a temporary and a rename (a killed job leaves the
-    previous record)."""
-    from mmseg_prompt.utils.atomic_checkpoint import write_atomically
-    write_atomically(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
 def results_markdown(records: List[dict]) -> str:
@@ -271,8 +264,9 @@ def main(argv=None):
 
     import mmseg_prompt  # noqa: F401
     os.makedirs(args.work_dir, exist_ok=True)
+    from mmseg_prompt.utils.finished_stages import write_json
     records = [run_row(args, row) for row in rows_of(args)]
-    _write_json(osp.join(args.work_dir, 'results.json'), records)
+    write_json(osp.join(args.work_dir, 'results.json'), records)
     with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
         f.write(results_markdown(records))
     with open(osp.join(args.work_dir, 'metafile.yml'), 'w') as f:

@@ -1,5 +1,5 @@
 """A command in a fresh process, its output kept in a log file: the runner of the tools that drive
-other tools (``tools/prompt_comparison.py``, ``tools/analysis/real_size_run.py``), which stop
+other tools (``tools/compare_methods.py``, ``tools/analysis/real_size_run.py``), which stop
 with the log's tail when one fails."""
 import os
 import subprocess

@@ -6,5 +6,7 @@
 # 96) = 3,472 values, against 4 x 10 x 96 = 3,840 prompt values. The learning rate is every
 # arm's.
 _base_ = ['./_adaptformer_vitl_on_hue_pairs.py']
+comparison_label = 'AdaptFormer, bottleneck 4'  # its row in tools/compare_methods.py's tables
+comparison_order = 90  # its place among the arms (ascending)
 model = dict(backbone=dict(
     parts=[dict(type='AdaptFormer', bottleneck=4, scale=0.1, dropout=0.1)]))

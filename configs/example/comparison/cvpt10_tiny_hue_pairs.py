@@ -4,6 +4,8 @@
 # block, prompt dropout 0.1, cross-attention output dropout 0.1, the self-attention's weights
 # reused for the cross-attention.
 _base_ = ['../../cvpt_vitl_ade20k.py', './_hue_pairs.py']
+comparison_label = 'CVPT, 10 prompts'  # its row in tools/compare_methods.py's tables
+comparison_order = 30  # its place among the arms (ascending)
 model = {{_base_.comparison_model}}
 train_dataloader = {{_base_.comparison_train_dataloader}}
 val_dataloader = {{_base_.comparison_val_dataloader}}

@@ -6,6 +6,8 @@
 # class-to-prompt mapping is re-clustered every "epoch" (200 images / batch 8 = 25 iterations,
 # the ViT-L config: 1263), its first build reads at most 25 batches.
 _base_ = ['../../davpt_vitl_ade20k.py', './_hue_pairs.py']
+comparison_label = 'DA-VPT'  # its row in tools/compare_methods.py's tables
+comparison_order = 50  # its place among the arms (ascending)
 model = {{_base_.comparison_model}}
 train_dataloader = {{_base_.comparison_train_dataloader}}
 val_dataloader = {{_base_.comparison_val_dataloader}}

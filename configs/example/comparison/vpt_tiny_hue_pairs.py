@@ -3,6 +3,8 @@
 # Method hyperparameters, all inherited from the ViT-L config: 10 prompts per block, prompt
 # dropout 0.1, VPT's uniform prompt init.
 _base_ = ['../../vpt_vitl_ade20k.py', './_hue_pairs.py']
+comparison_label = 'VPT-Deep, 10 prompts'  # its row in tools/compare_methods.py's tables
+comparison_order = 20  # its place among the arms (ascending)
 model = {{_base_.comparison_model}}
 train_dataloader = {{_base_.comparison_train_dataloader}}
 val_dataloader = {{_base_.comparison_val_dataloader}}

@@ -1,28 +1,45 @@
-"""The papers' table in miniature: head-only vs VPT-Deep vs CVPT vs DA-VPT(+) on tiny pretrained
-trunks and a shifted synthetic task, through the user's tools (docs/comparison.md).
+"""The papers' table in miniature: tuning methods (head-only, VPT-Deep, CVPT, DA-VPT(+), LoRA,
+AdaptFormer) on tiny pretrained trunks and a shifted synthetic task, through the user's tools
+(docs/comparison.md).
+
+An arm is a config file in ``configs/example/comparison/`` (``--config-dir``) whose name does not
+start with ``_``: the arm is named by the file's stem less ``_tiny_hue_pairs``, and the file
+itself assigns its table label and, optionally, its place among the arms::
+
+    comparison_label = 'VPT-Deep, 10 prompts'
+    comparison_order = 20  # ascending; arms without one come last, by name
+
+mmengine keeps them as plain keys of the config, which tools/train.py, tools/test.py and the
+Runner leave alone; a new arm is one new file, with no edit here.
 
 1. pretrains one tiny trunk per pretraining seed and CPU kernel set
    (``tools/pretrain_tiny_trunk.py`` in a fresh interpreter, ``ATEN_CPU_CAPABILITY`` set for
    every set but ``native``), or reuses the cached files: the trunk is a factor of the
    comparison, since every machine rounds differently and makes its own trunk;
 2. writes the downstream task (hue pairs) in ADE20K's folder layout;
-3. for every trunk, arm and training seed: ``tools/train.py`` on the arm's config in
-   ``configs/example/comparison/`` (seed set with ``--cfg-options randomness.seed=S``), then
-   ``tools/test.py`` single-scale and with ``--tta``, each in a fresh interpreter under the
-   trunk's kernel set;
+3. for every trunk, arm and training seed: ``tools/train.py`` on the arm's config (seed set
+   with ``--cfg-options randomness.seed=S``), then ``tools/test.py`` single-scale and with
+   ``--tta``, each in a fresh interpreter under the trunk's kernel set. A stage whose outputs
+   are there from an earlier run with the same options is skipped, as ``tools/reproduce.py``
+   does (``mmseg_prompt/utils/finished_stages.py``): the options (the arm's resolved config,
+   the ``--cfg-options``, the trunk's sha256, the kernel set, the thread count, the data) are
+   kept in the run's ``options.json``, and a run with other options starts afresh;
 4. prints the table (mIoU mean +- std over trunks x seeds, the std across trunks, the gain over
    head-only on the same trunk and seed, trainable parameters, training-step time, peak memory)
    and each trunk's mIoU, writes them with every run's numbers and every trunk's provenance
-   (recipe, accuracy, sha256, kernel set) to ``results.json`` and ``results.md``, plots mIoU
+   (recipe, accuracy, sha256, kernel set) to ``results.json`` and ``results.md`` (each through
+   a temporary file and a rename), plots mIoU
    against trainable parameters, and with ``--min-margin`` fails unless each of
    ``--margin-arms`` beats head-only by that many mIoU points (single-scale, mean of the paired
    gains).
 
-The full comparison: ``python tools/prompt_comparison.py`` (every arm on every trunk and seed of
+The full comparison: ``python tools/compare_methods.py`` (every arm on every trunk and seed of
 the defaults; docs/comparison.md gives the command's time and output).
 """
 import argparse
+import ast
 import glob
+import hashlib
 import json
 import os
 import os.path as osp
@@ -32,28 +49,79 @@ import shutil
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join(REPO, 'configs', 'example', 'comparison')
-ARMS = {  # arm -> (table label, config)
-    'head_only': ('head-only (linear probe)', 'head_only_tiny_hue_pairs.py'),
-    'vpt': ('VPT-Deep, 10 prompts', 'vpt_tiny_hue_pairs.py'),
-    'cvpt10': ('CVPT, 10 prompts', 'cvpt10_tiny_hue_pairs.py'),
-    'cvpt50': ('CVPT, 50 prompts', 'cvpt50_tiny_hue_pairs.py'),
-    'davpt': ('DA-VPT', 'davpt_tiny_hue_pairs.py'),
-    'davpt_noloss': ('DA-VPT, metric loss off', 'davpt_noloss_tiny_hue_pairs.py'),
-    'davpt_plus': ('DA-VPT+', 'davpt_plus_tiny_hue_pairs.py'),
-    'lora': ('LoRA, rank 2 on q and v', 'lora_tiny_hue_pairs.py'),
-    'adaptformer': ('AdaptFormer, bottleneck 4', 'adaptformer_tiny_hue_pairs.py'),
-}
+ARM_SUFFIX = '_tiny_hue_pairs'  # left out of an arm's name
+LABEL_KEY, ORDER_KEY = 'comparison_label', 'comparison_order'
 BASELINE = 'head_only'
 NATIVE = 'native'  # the kernel set torch picks on the machine (ATEN_CPU_CAPABILITY unset)
+DATA_SEED = 0  # of the hue-pairs task
+
+
+class Arm(NamedTuple):
+    name: str  # the config's file stem less ARM_SUFFIX
+    label: str  # its row in the tables
+    config: str  # absolute path
+    order: Optional[float]
+
+
+def own_assignments(path: str) -> Dict[str, object]:
+    """The literal values ``path`` itself assigns at its top level (not those of the configs it
+    inherits), read from its source."""
+    values = {}
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:  # not a literal (a dict(...) call, a {{_base_.x}} reference)
+                continue
+    return values
+
+
+def discover_arms(config_dir: str) -> Dict[str, Arm]:
+    """The arms in ``config_dir``: every ``*.py`` not starting with ``_``, each assigning its
+    own ``comparison_label`` (a string, unique among the arms) and optionally a numeric
+    ``comparison_order``; ordered by that (arms without one last), then by name. Raises
+    ValueError naming the file and the fix."""
+    arms = []
+    for path in sorted(glob.glob(osp.join(osp.abspath(config_dir), '[!_]*.py'))):
+        stem = osp.splitext(osp.basename(path))[0]
+        name = stem[:-len(ARM_SUFFIX)] if stem.endswith(ARM_SUFFIX) else stem
+        values = own_assignments(path)
+        label, order = values.get(LABEL_KEY), values.get(ORDER_KEY)
+        if not isinstance(label, str) or not label:
+            raise ValueError(
+                f'{path} assigns no {LABEL_KEY}: every config in {config_dir} whose name does '
+                f'not start with "_" is an arm and names its row of the tables itself, e.g. '
+                f"{LABEL_KEY} = 'VPT-Deep, 10 prompts' (a shared base file starts with \"_\")")
+        if order is not None and (isinstance(order, bool) or
+                                  not isinstance(order, (int, float))):
+            raise ValueError(f'{path}: {ORDER_KEY} = {order!r} must be a number (the arm\'s '
+                             f'place among the arms, ascending)')
+        arms.append(Arm(name, label, path, order))
+    labels = [a.label for a in arms]
+    twice = sorted({a.label for a in arms if labels.count(a.label) > 1})
+    if twice:
+        raise ValueError(f'arms of {config_dir} share a {LABEL_KEY} ({twice}: ' + ', '.join(
+            osp.basename(a.config) for a in arms if a.label in twice) + '); give each its own')
+    if not arms:
+        raise ValueError(f'no arm config (*.py not starting with "_") in {config_dir}')
+    arms.sort(key=lambda a: (a.order is None, a.order or 0, a.name))
+    return {a.name: a for a in arms}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--arms', default=','.join(ARMS), help=f'comma-separated, of {list(ARMS)}')
+    p.add_argument('--arms', default=None,
+                   help='comma-separated arm names (default: every arm of --config-dir, in '
+                        f'their {ORDER_KEY})')
+    p.add_argument('--config-dir', default=CONFIG_DIR,
+                   help='the folder of the arm configs (default: configs/example/comparison)')
     p.add_argument('--seeds', default='0,1', help='comma-separated training seeds')
     p.add_argument('--trunk-seeds', default='0,1,2',
                    help='comma-separated pretraining seeds: one trunk each per kernel set')
@@ -61,7 +129,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help=f'comma-separated CPU kernel sets to make trunks and run with: '
                         f'{NATIVE} (torch\'s choice on this machine) or a value of '
                         f'ATEN_CPU_CAPABILITY (default, avx2, avx512, ...)')
-    p.add_argument('--work-dir', default=osp.join(REPO, 'work_dirs', 'prompt_comparison'))
+    p.add_argument('--work-dir', default=osp.join(REPO, 'work_dirs', 'compare_methods'))
     p.add_argument('--cache-dir', default=None,
                    help='where the pretrained trunk is cached (default: $MMSEG_PROMPT_CACHE/'
                         'trunks or ~/.cache/mmseg_prompt/trunks)')
@@ -89,10 +157,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='train nothing: print the table, plot and margin check of the '
                         'results.json already in --work-dir')
     args = p.parse_args(argv)
-    args.arms = [a for a in args.arms.split(',') if a]
-    unknown = [a for a in args.arms if a not in ARMS]
+    try:
+        known = discover_arms(args.config_dir)
+    except ValueError as e:
+        p.error(str(e))
+    names = list(known) if args.arms is None else [a for a in args.arms.split(',') if a]
+    unknown = [a for a in names if a not in known]
     if unknown:
-        p.error(f'unknown arm(s) {unknown}; choose from {list(ARMS)}')
+        p.error(f'unknown arm(s) {unknown}; the configs in {args.config_dir} make '
+                f'{list(known)}')
+    args.arms = {a: known[a] for a in names}  # name -> Arm, in the order given
+    args.known_arms = known
     args.seeds = [int(s) for s in args.seeds.split(',') if s]
     args.trunk_seeds = [int(s) for s in args.trunk_seeds.split(',') if s]
     args.cpu_capabilities = [c for c in args.cpu_capabilities.split(',') if c]
@@ -201,13 +276,19 @@ def final_losses(train_dir: str) -> Dict[str, float]:
     return {k: round(statistics.mean(r[k] for r in records if k in r), 5) for k in keys}
 
 
-def arm_facts(config: str, overrides: Dict[str, str]) -> dict:
-    """What the config, with the run's ``--cfg-options``, trains: trainable parameters of the
-    segmentor it builds (prompts, deltas and head), iterations and batch size."""
-    from mmengine.config import Config
+def config_sha256(cfg) -> str:
+    """sha256 of a resolved config's content (every key, inherited ones included, but the arm's
+    label and order), as sorted JSON."""
+    content = {k: v for k, v in cfg.to_dict().items() if k not in (LABEL_KEY, ORDER_KEY)}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def arm_facts(cfg, overrides: Dict[str, object]) -> dict:
+    """What the loaded config ``cfg``, with the run's ``--cfg-options`` (merged into it), trains:
+    trainable parameters of the segmentor it builds (prompts, deltas and head), iterations and
+    batch size."""
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
-    cfg = Config.fromfile(config)
     cfg.merge_from_dict(overrides)
     init_default_scope('mmseg')
     model = MODELS.build(cfg.model)
@@ -220,11 +301,11 @@ def arm_facts(config: str, overrides: Dict[str, str]) -> dict:
 CLASS_COLOURS = {1: (60, 60, 230), 2: (40, 200, 60), 3: (230, 120, 40), 4: (40, 210, 230)}
 
 
-def side_by_side(work: str, data_root: str, arms: List[str], count: int, trunk: str,
+def side_by_side(work: str, data_root: str, arms: Dict[str, str], count: int, trunk: str,
                  seed: int) -> List[str]:
     """For the first ``count`` validation images: one PNG each, ``[image | ground truth | one
-    prediction per arm]`` (``trunk`` and ``seed``, single-scale, from ``tools/test.py --out``), 3x
-    enlarged, each panel captioned. Returns the paths written."""
+    prediction per arm]`` (``arms``: name -> label; ``trunk`` and ``seed``, single-scale, from
+    ``tools/test.py --out``), 3x enlarged, each panel captioned. Returns the paths written."""
     import cv2
     import numpy as np
     out_dir = osp.join(work, 'overlays')
@@ -244,10 +325,10 @@ def side_by_side(work: str, data_root: str, arms: List[str], count: int, trunk: 
         ann = osp.join(data_root, 'annotations', 'validation', stem + '.png')
         panels = [cv2.imread(image_path), paint(cv2.imread(ann, cv2.IMREAD_GRAYSCALE))]
         captions = ['image', 'ground truth']
-        for arm in arms:
+        for arm, label in arms.items():
             pred = glob.glob(osp.join(work, arm, trunk, f'seed{seed}', 'pred', stem + '.png'))
             panels.append(paint(cv2.imread(sorted(pred)[0], cv2.IMREAD_GRAYSCALE)))
-            captions.append(ARMS[arm][0].split(' (')[0].split(',')[0])
+            captions.append(label.split(' (')[0].split(',')[0])
         panels = [cv2.resize(p, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST)
                   for p in panels]
         strip = np.full((22, sum(p.shape[1] for p in panels), 3), 255, np.uint8)
@@ -299,7 +380,7 @@ def table(results: dict, tta: bool) -> str:
     rows = [head, rule]
     for arm, r in results.items():
         runs = r['runs']
-        row = (f'| {ARMS[arm][0]} | {r["trainable_params"]:,} | '
+        row = (f'| {r["label"]} | {r["trainable_params"]:,} | '
                f'{mean_std([x["miou_ss"] for x in runs])} | '
                f'{std(list(per_trunk(runs).values())):.2f} |')
         if tta:
@@ -323,7 +404,7 @@ def trunk_table(results: dict, trunks: dict) -> str:
         f'`{trunks[t]["sha256"][:8]}`' for t in names) + ' |')
     for arm, r in results.items():
         means = per_trunk(r['runs'])
-        rows.append(f'| {ARMS[arm][0]} | ' + ' | '.join(
+        rows.append(f'| {r["label"]} | ' + ' | '.join(
             f'{means[t]:.2f}' if t in means else '-' for t in names) + ' |')
     return '\n'.join(rows)
 
@@ -335,7 +416,7 @@ def plot(results: dict, path: str) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, (arm, r) in enumerate(results.items()):
+    for i, r in enumerate(results.values()):
         colour = f'C{i}'
         for key, marker in (('miou_ss', 'o'), ('miou_tta', 's')):
             vals = [x[key] for x in r['runs'] if key in x]
@@ -344,7 +425,7 @@ def plot(results: dict, path: str) -> None:
             ax.errorbar(r['trainable_params'], statistics.mean(vals), yerr=std(vals),
                         fmt=marker, color=colour, capsize=4,
                         mfc='white' if key == 'miou_tta' else colour,
-                        label=ARMS[arm][0] if key == 'miou_ss' else None)
+                        label=r['label'] if key == 'miou_ss' else None)
     ax.set_xlabel('trainable parameters (head, prompts, bias deltas)')
     ax.set_ylabel('mIoU (%)')
     ax.set_title('tiny pretrained ViTs, hue-pairs task, mean ± std over trunks x seeds:\n'
@@ -365,11 +446,45 @@ def schedule_overrides(iters: int) -> Dict[str, object]:
             'param_scheduler.1.begin': warmup, 'param_scheduler.1.end': iters}
 
 
-def run_arm(args: argparse.Namespace, arm: str, trunk: str, info: dict, seed: int,
-            data_root: str, work: str, env: dict) -> dict:
+def run_options(args: argparse.Namespace, arm: Arm, cfg_sha: str, overrides: Dict[str, object],
+                info: dict, env: dict) -> dict:
+    """What determines a run's results, kept in its ``options.json``: the arm's config (file and
+    resolved content), the ``--cfg-options`` (trunk file, data, seed, schedule), the trunk's
+    sha256, its kernel set, the thread count and the data."""
+    return dict(config=osp.relpath(arm.config, REPO), config_sha256=cfg_sha,
+                cfg_options={k: str(v) for k, v in overrides.items()},
+                trunk_sha256=info['sha256'], cpu_capability=info['requested_capability'],
+                omp_num_threads=env.get('OMP_NUM_THREADS'),
+                data=dict(num_train=args.num_train, num_val=args.num_val, seed=DATA_SEED))
+
+
+def reuse_or_clear(run_dir: str, options: dict) -> None:
+    """Keep ``run_dir``'s stage outputs if its ``options.json`` holds ``options``; else empty it
+    (saying which options differ) and record ``options`` there."""
+    from mmseg_prompt.utils.finished_stages import write_json
+    path = osp.join(run_dir, 'options.json')
+    earlier = None
+    if osp.isfile(path):
+        with open(path) as f:
+            earlier = json.load(f)
+    if earlier == options:
+        return
+    if osp.isdir(run_dir):
+        changed = sorted(k for k in options if earlier is None or earlier.get(k) != options[k])
+        why = 'has no options.json' if earlier is None else f'had other {", ".join(changed)}'
+        print(f'  the earlier run in {run_dir} {why}: starting afresh', flush=True)
+        shutil.rmtree(run_dir)
+    os.makedirs(run_dir)
+    write_json(path, options, indent=1)
+
+
+def run_arm(args: argparse.Namespace, arm: Arm, cfg_sha: str, max_iters: int, trunk: str,
+            info: dict, seed: int, data_root: str, work: str, env: dict) -> dict:
     """Train ``arm`` on ``trunk`` at ``seed`` with tools/train.py, test it with tools/test.py
-    (single-scale, and --tta unless --no-tta), under the trunk's kernel set; returns the run."""
-    config = osp.join(CONFIG_DIR, ARMS[arm][1])
+    (single-scale, and --tta unless --no-tta), under the trunk's kernel set; returns the run.
+    Each stage done by an earlier run with the same options is skipped, and an interrupted
+    training resumes from its last checkpoint (mmseg_prompt/utils/finished_stages.py)."""
+    from mmseg_prompt.utils.finished_stages import finished_test, training_state, write_json
     overrides = {'model.backbone.pretrained': info['path'],
                  'train_dataloader.dataset.data_root': data_root,
                  'val_dataloader.dataset.data_root': data_root,
@@ -378,26 +493,55 @@ def run_arm(args: argparse.Namespace, arm: str, trunk: str, info: dict, seed: in
     if args.iters:
         overrides.update(schedule_overrides(args.iters))
     options = ['--cfg-options'] + [f'{k}={v}' for k, v in overrides.items()]
-    run_dir = osp.join(work, arm, trunk, f'seed{seed}')
-    shutil.rmtree(run_dir, ignore_errors=True)
-    os.makedirs(run_dir)
+    run_dir = osp.join(work, arm.name, trunk, f'seed{seed}')
     env = capability_env(env, info['requested_capability'])
-    print(f'{ARMS[arm][0]}, trunk {trunk}, seed {seed}', flush=True)
-    t_run = time.time()
-    rss = run_tool([osp.join(REPO, 'tools', 'train.py'), config, '--work-dir',
-                    osp.join(run_dir, 'train')] + options, osp.join(run_dir, 'train.log'), env)
-    with open(osp.join(run_dir, 'train', 'last_checkpoint')) as f:
-        ckpt = f.read().strip()
-    test = [osp.join(REPO, 'tools', 'test.py'), config, ckpt]
-    pred = ['--out', osp.join(run_dir, 'pred')] if (trunk, seed) == overlay_run(args) else []
-    run_tool(test + ['--work-dir', osp.join(run_dir, 'test_ss')] + pred + options,
-             osp.join(run_dir, 'test_ss.log'), env)
-    run = dict(trunk=trunk, seed=seed, miou_ss=read_miou(osp.join(run_dir, 'test_ss')),
-               step_s=step_time(osp.join(run_dir, 'train')), peak_rss_mib=rss, checkpoint=ckpt,
-               losses=final_losses(osp.join(run_dir, 'train')))
+    train_dir = osp.join(run_dir, 'train')
+    train_record = osp.join(run_dir, 'train.json')  # the training process's peak memory
+    pred_dir = osp.join(run_dir, 'pred')
+    pred = ['--out', pred_dir] if (trunk, seed) == overlay_run(args) else []
+    # each test's extra options (after tools/test.py CONFIG CHECKPOINT), in the order run
+    tests = {'test_ss': ['--work-dir', osp.join(run_dir, 'test_ss')] + pred}
     if not args.no_tta:
-        run_tool(test + ['--tta', '--work-dir', osp.join(run_dir, 'test_tta')] + options,
-                 osp.join(run_dir, 'test_tta.log'), env)
+        tests['test_tta'] = ['--tta', '--work-dir', osp.join(run_dir, 'test_tta')]
+
+    reuse_or_clear(run_dir, run_options(args, arm, cfg_sha, overrides, info, env))
+    state = training_state(train_dir, max_iters)
+    trained = state.finished and osp.isfile(train_record)
+    tested = {name: finished_test(osp.join(run_dir, name)) is not None
+              and (name != 'test_ss' or not pred or osp.isdir(pred_dir)) for name in tests}
+    done = trained and all(tested.values())
+    print(f'{arm.label}, trunk {trunk}, seed {seed}'
+          + (f': finished earlier, its results reused ({run_dir})' if done else ''), flush=True)
+    t_run = time.time()
+    if trained:
+        with open(train_record) as f:
+            rss = json.load(f)['peak_rss_mib']
+        if not done:
+            print(f'  trained earlier: {state.checkpoint} is there', flush=True)
+    else:
+        resume = ['--resume'] if state.resume else []
+        if state.resume:
+            print(f'  resuming the interrupted training in {train_dir}', flush=True)
+        elif osp.isdir(train_dir):  # stopped before its record or its first checkpoint
+            shutil.rmtree(train_dir)
+        rss = run_tool([osp.join(REPO, 'tools', 'train.py'), arm.config, '--work-dir',
+                        train_dir] + resume + options, osp.join(run_dir, 'train.log'), env)
+        if not osp.isfile(state.checkpoint):
+            sys.exit(f'ERROR: training of {arm.config} ended without {state.checkpoint}: its '
+                     f'checkpoint hook must save the last iteration '
+                     f'(default_hooks.checkpoint.interval)')
+        write_json(train_record, dict(peak_rss_mib=rss))
+    test = [osp.join(REPO, 'tools', 'test.py'), arm.config, state.checkpoint]
+    for name, extra in tests.items():
+        if tested[name]:
+            if not done:
+                print(f'  tested earlier: {osp.join(run_dir, name)}', flush=True)
+            continue
+        run_tool(test + extra + options, osp.join(run_dir, f'{name}.log'), env)
+    run = dict(trunk=trunk, seed=seed, miou_ss=read_miou(osp.join(run_dir, 'test_ss')),
+               step_s=step_time(train_dir), peak_rss_mib=rss, checkpoint=state.checkpoint,
+               losses=final_losses(train_dir))
+    if not args.no_tta:
         run['miou_tta'] = read_miou(osp.join(run_dir, 'test_tta'))
     print(f'  mIoU {run["miou_ss"]:.2f}'
           + (f' (--tta {run["miou_tta"]:.2f})' if 'miou_tta' in run else '')
@@ -416,12 +560,18 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                      f'comparison with this --work-dir first')
         with open(path) as f:
             out = json.load(f)
+        for name, r in out['arms'].items():  # results.json of an earlier version: no label
+            r.setdefault('label', args.known_arms[name].label if name in args.known_arms
+                         else name)
         missing = [a for a in [BASELINE] + args.margin_arms if a not in out['arms']]
         if args.min_margin is not None and missing:
             sys.exit(f'ERROR: {path} has no results of {missing}, which --min-margin compares')
         report(out, work, args)
         return out
+    from mmengine.config import Config
+
     from mmseg_prompt.testing.shape_tasks import make_hue_pairs_ade20k
+    from mmseg_prompt.utils.finished_stages import write_json
 
     os.makedirs(osp.join(work, 'trunks'), exist_ok=True)
     env = dict(os.environ)
@@ -437,42 +587,48 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             trunks[name] = pretrain_trunk(args, capability, seed, env,
                                           osp.join(work, 'trunks', f'{name}.log'))
     data_root = make_hue_pairs_ade20k(osp.join(work, 'data', 'hue_pairs'), args.num_train,
-                                      args.num_val, seed=0)
+                                      args.num_val, seed=DATA_SEED)
     print(f'[2/3] the hue-pairs task in ADE20K layout: {args.num_train} training and '
           f'{args.num_val} validation images in {data_root}', flush=True)
 
-    results = {arm: dict(config=osp.relpath(osp.join(CONFIG_DIR, ARMS[arm][1]), REPO),
-                         runs=[]) for arm in args.arms}
-    n_runs = len(args.arms) * len(trunks) * len(args.seeds)
-    print(f'[3/3] {n_runs} runs: trunks {list(trunks)} x arms {args.arms} x seeds '
-          f'{args.seeds}', flush=True)
-    for trunk, info in trunks.items():
-        for arm in args.arms:
-            for seed in args.seeds:
-                results[arm]['runs'].append(
-                    run_arm(args, arm, trunk, info, seed, data_root, work, env))
+    # every arm's config, resolved: its content keys the runs, its model gives the parameters
     overrides = {'model.backbone.pretrained': next(iter(trunks.values()))['path'],
                  **(schedule_overrides(args.iters) if args.iters else {})}
-    for arm in args.arms:
-        facts = arm_facts(osp.join(CONFIG_DIR, ARMS[arm][1]), overrides)
-        results[arm]['trainable_params'] = facts['trainable_params']
+    results, digests, max_iters, facts = {}, {}, {}, {}
+    for arm in args.arms.values():
+        cfg = Config.fromfile(arm.config)
+        digests[arm.name] = config_sha256(cfg)
+        facts = arm_facts(cfg, overrides)
+        max_iters[arm.name] = facts['iters']
+        results[arm.name] = dict(label=arm.label, config=osp.relpath(arm.config, REPO),
+                                 trainable_params=facts['trainable_params'], runs=[])
+    n_runs = len(args.arms) * len(trunks) * len(args.seeds)
+    print(f'[3/3] {n_runs} runs: trunks {list(trunks)} x arms {list(args.arms)} x seeds '
+          f'{args.seeds}', flush=True)
+    for trunk, info in trunks.items():
+        for arm in args.arms.values():
+            for seed in args.seeds:
+                results[arm.name]['runs'].append(run_arm(
+                    args, arm, digests[arm.name], max_iters[arm.name], trunk, info, seed,
+                    data_root, work, env))
 
     if args.overlays:
-        shown = side_by_side(work, data_root, args.arms, args.overlays, *overlay_run(args))
+        shown = side_by_side(work, data_root, {a.name: a.label for a in args.arms.values()},
+                             args.overlays, *overlay_run(args))
         print(f'overlays (image, ground truth, then each arm\'s prediction): {len(shown)} PNG '
               f'in {osp.join(work, "overlays")}', flush=True)
     out = dict(arms=results, trunks=trunks, seeds=args.seeds, trunk_seeds=args.trunk_seeds,
                cpu_capabilities=args.cpu_capabilities, iters=facts['iters'],
                batch_size=facts['batch_size'], num_train=args.num_train, num_val=args.num_val,
                tta=not args.no_tta, seconds=round(time.time() - t0, 1))
-    with open(osp.join(work, 'results.json'), 'w') as f:
-        json.dump(out, f, indent=1)
+    write_json(osp.join(work, 'results.json'), out, indent=1)
     report(out, work, args)
     return out
 
 
 def report(out: dict, work: str, args: argparse.Namespace) -> None:
     """Print and write the tables (``results.md``), plot them, and apply ``--min-margin``."""
+    from mmseg_prompt.utils.atomic_checkpoint import write_atomically
     results = out['arms']
     text = table(results, tta=out['tta'])
     trunks = out['trunks']
@@ -488,9 +644,9 @@ def report(out: dict, work: str, args: argparse.Namespace) -> None:
     per_trunk_text = trunk_table(results, trunks)
     print(f'\n{summary}\n\n{text}\n\nsingle-scale mIoU per trunk (mean over training seeds):'
           f'\n\n{per_trunk_text}\n', flush=True)
-    with open(osp.join(work, 'results.md'), 'w') as f:
-        f.write(f'{summary}\n\n{text}\n\nSingle-scale mIoU per trunk (mean over training '
+    markdown = (f'{summary}\n\n{text}\n\nSingle-scale mIoU per trunk (mean over training '
                 f'seeds):\n\n{per_trunk_text}\n')
+    write_atomically(osp.join(work, 'results.md'), lambda f: f.write(markdown.encode()))
     if not args.no_plot:
         plot(results, osp.join(work, 'miou_vs_params.png'))
         print(f'plot: {osp.join(work, "miou_vs_params.png")}')
@@ -500,10 +656,10 @@ def report(out: dict, work: str, args: argparse.Namespace) -> None:
     short = []
     for arm in args.margin_arms:
         gain = statistics.mean(paired_gains(results, arm))
-        print(f'{ARMS[arm][0]} - head-only: {gain:+.2f} mIoU (required: at least '
+        print(f'{results[arm]["label"]} - head-only: {gain:+.2f} mIoU (required: at least '
               f'{args.min_margin:+.2f})')
         if gain < args.min_margin:
-            short.append(ARMS[arm][0])
+            short.append(results[arm]['label'])
     if short:
         sys.exit(f'ERROR: {", ".join(short)} did not beat head-only by {args.min_margin} mIoU '
                  f'points (single-scale, mean of the paired gains over trunks '

@@ -1,8 +1,10 @@
-"""The prompt comparison (docs/comparison.md): its synthetic tasks, the cached pretrained trunk, the
-arm configs, and the harness end to end through the user's tools on a tiny setting."""
+"""The comparison of tuning methods (docs/comparison.md): its synthetic tasks, the cached
+pretrained trunk, the arm configs and their discovery, the tables, the skipping of finished runs,
+and the harness end to end through the user's tools on a tiny setting."""
 import ast
 import colorsys
 import glob
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -29,7 +31,9 @@ from mmseg_prompt.testing.tiny_trunk import (TINY_TRUNK, cached_tiny_trunk, cpu_
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 COMPARISON = osp.join(REPO, 'configs', 'example', 'comparison')
-# arm -> (backbone type, prompts per block, bias tuning, the ViT-L config it inherits)
+TOOL = osp.join(REPO, 'tools', 'compare_methods.py')
+# arm -> (backbone type, prompts per block, bias tuning, the ViT-L config it inherits), in the
+# tool's default order
 ARMS = {
     'head_only': ('VPTDeepViT', 0, False, 'vpt_vitl_ade20k.py'),
     'vpt': ('VPTDeepViT', 10, False, 'vpt_vitl_ade20k.py'),
@@ -41,6 +45,9 @@ ARMS = {
     'lora': ('FrozenViT', None, False, 'lora_vitl_ade20k.py'),
     'adaptformer': ('FrozenViT', None, False, 'adaptformer_vitl_ade20k.py'),
 }
+LABELS = ['head-only (linear probe)', 'VPT-Deep, 10 prompts', 'CVPT, 10 prompts',
+          'CVPT, 50 prompts', 'DA-VPT', 'DA-VPT, metric loss off', 'DA-VPT+',
+          'LoRA, rank 2 on q and v', 'AdaptFormer, bottleneck 4']
 # the adapter arms' trunk parameters, by hand: LoRA r=2 on q and v of 4 blocks of width 96;
 # AdaptFormer's bottleneck of 4 beside each of the 4 MLPs
 ADAPTER_PARAMS = dict(lora=4 * 2 * 2 * (96 + 96), adaptformer=4 * (2 * 4 * 96 + 4 + 96))
@@ -52,6 +59,14 @@ PROMPTS_10 = 4 * 10 * 96
 
 def arm_config(arm):
     return osp.join(COMPARISON, f'{arm}_tiny_hue_pairs.py')
+
+
+def load_tool():
+    """tools/compare_methods.py as a module (tools/ is no package)."""
+    spec = importlib.util.spec_from_file_location('compare_methods', TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
 
 
 def base_files(path):
@@ -235,6 +250,148 @@ def test_arms_differ_only_in_the_method_and_inherit_their_vitl_config():
         'LoadImageFromFile', 'LoadAnnotations', 'CheckSegLabels', 'RandomFlip', 'PackSegInputs']
 
 
+def test_the_arms_are_the_folder_s_configs_with_their_own_labels_in_today_s_order():
+    """Every config of configs/example/comparison/ is an arm, named by its stem, labelled and
+    ordered by its own keys; the default --arms is every arm in that order; mmengine keeps the
+    keys as plain config values."""
+    args = load_tool().parse_args([])
+    assert list(args.arms) == list(ARMS)
+    assert [a.label for a in args.arms.values()] == LABELS
+    assert [a.config for a in args.arms.values()] == [arm_config(a) for a in ARMS]
+    cfg = Config.fromfile(arm_config('cvpt50'))  # inherits cvpt10's file and sets its own
+    assert (cfg.comparison_label, cfg.comparison_order) == ('CVPT, 50 prompts', 40)
+
+
+def test_a_new_arm_is_one_config_file_and_bad_arm_files_are_named(tmp_path, capsys):
+    tool = load_tool()
+    base = arm_config('head_only')
+    (tmp_path / '_shared.py').write_text('x = 1\n')  # a base file: not an arm
+    (tmp_path / 'wide_tiny_hue_pairs.py').write_text(
+        f"_base_ = [{base!r}]\ncomparison_label = 'wide head'\n"
+        "model = dict(decode_head=dict(channels=192))\n")
+    (tmp_path / 'head_only_tiny_hue_pairs.py').write_text(
+        f"_base_ = [{base!r}]\ncomparison_label = 'head-only'\ncomparison_order = 5\n")
+    args = tool.parse_args(['--config-dir', str(tmp_path)])
+    assert [(a.name, a.label, a.order) for a in args.arms.values()] == [
+        ('head_only', 'head-only', 5), ('wide', 'wide head', None)]
+    assert Config.fromfile(args.arms['wide'].config).model.decode_head.channels == 192
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--config-dir', str(tmp_path), '--arms', 'head_only,vpt'])
+    assert "unknown arm(s) ['vpt']" in capsys.readouterr().err
+    (tmp_path / 'copy_tiny_hue_pairs.py').write_text(
+        f"_base_ = [{base!r}]\ncomparison_label = 'wide head'\n")
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--config-dir', str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "share a comparison_label (['wide head']" in err and 'copy_tiny_hue_pairs.py' in err
+    (tmp_path / 'copy_tiny_hue_pairs.py').write_text(f'_base_ = [{base!r}]\n')  # inherits one
+    res = subprocess.run([sys.executable, TOOL, '--config-dir', str(tmp_path), '--report-only',
+                          '--work-dir', str(tmp_path / 'w')], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert f'{tmp_path / "copy_tiny_hue_pairs.py"} assigns no comparison_label' in res.stderr
+
+
+def test_tables_against_hand_computed_means_stds_and_paired_gains():
+    """Two arms on two trunks x two seeds: mean ± std over the runs, the std of the per-trunk
+    means, the paired gains over head-only (mean ± std and smallest), step time and memory."""
+    tool = load_tool()
+
+    def runs(values, tta):
+        keys = [('t1', 0), ('t1', 1), ('t2', 0), ('t2', 1)]
+        return [dict(trunk=t, seed=s, miou_ss=v, miou_tta=w, step_s=0.01 * (i + 1),
+                     peak_rss_mib=100 + i) for i, ((t, s), v, w) in
+                enumerate(zip(keys, values, tta))]
+    results = {'head_only': dict(label='head-only', trainable_params=1000,
+                                 runs=runs([10, 12, 20, 22], [11, 11, 21, 21])),
+               'x': dict(label='X', trainable_params=12345,
+                         runs=runs([13, 14, 22, 27], [12, 12, 12, 12]))}
+    # head-only: mean 16, std sqrt((36 + 16 + 16 + 36) / 3); per-trunk means 11 and 21, whose
+    # std is 10 / sqrt(2); --tta: mean 16, std sqrt(4 * 25 / 3). X: mean 19, std
+    # sqrt((36 + 25 + 9 + 64) / 3); per-trunk means 13.5 and 24.5; gains 3, 2, 2, 5: mean 3, std
+    # sqrt((0 + 1 + 1 + 4) / 3), smallest 2. Step time 25 ms (mean of 10-40), peak 103 MiB.
+    lines = tool.table(results, tta=True).splitlines()
+    assert lines[2] == (f'| head-only | 1,000 | 16.00 ± {(104 / 3) ** 0.5:.2f} | '
+                        f'{10 / 2 ** 0.5:.2f} | 16.00 ± {(100 / 3) ** 0.5:.2f} | - | 25 | 103 |')
+    assert lines[3] == (f'| X | 12,345 | 19.00 ± {(134 / 3) ** 0.5:.2f} | {11 / 2 ** 0.5:.2f} | '
+                        f'12.00 ± 0.00 | 3.00 ± {(6 / 3) ** 0.5:.2f} (+2.00) | 25 | 103 |')
+    assert '| mIoU multi-scale + flip |' in lines[0]
+    assert 'multi-scale' not in tool.table(results, tta=False)
+    trunks = {t: dict(accuracy=dict(all=a), sha256=h) for t, a, h in
+              (('t1', 0.5, 'abcdef0123'), ('t2', 0.75, '0123456789'))}
+    assert tool.trunk_table(results, trunks).splitlines()[2:] == [
+        '| trunk: patch accuracy | 0.500 | 0.750 |', '| trunk: sha256 | `abcdef01` | `01234567` |',
+        '| head-only | 11.00 | 21.00 |', '| X | 13.50 | 24.50 |']
+
+
+def test_finished_stages_as_tools_reproduce_skips_them(tmp_path):
+    """A training is finished when its final checkpoint is there, to resume when only
+    mmengine's last_checkpoint is, new otherwise; a test is finished when its metrics json is
+    there; a JSON record is replaced whole or not at all."""
+    from mmseg_prompt.utils.finished_stages import (finished_test, training_state,
+                                                    write_json)
+    train = tmp_path / 'train'
+    assert training_state(str(train), 8) == (str(train / 'iter_8.pth'), False, False)
+    train.mkdir()
+    (train / 'iter_4.pth').write_bytes(b'')
+    (train / 'last_checkpoint').write_text(str(train / 'iter_4.pth'))
+    assert training_state(str(train), 8)[1:] == (False, True)
+    (train / 'iter_8.pth').write_bytes(b'')
+    assert training_state(str(train), 8)[1:] == (True, False)
+    test = tmp_path / 'test_ss'
+    assert finished_test(str(test)) is None
+    (test / '20240101_000000').mkdir(parents=True)
+    (test / '20240101_000000' / '20240101_000000.json').write_text('{"mIoU": 12.5}\n')
+    assert finished_test(str(test)) == {'mIoU': 12.5}
+    record = tmp_path / 'record.json'
+    write_json(str(record), {'a': 1})
+    with pytest.raises(TypeError):  # not serialisable: the earlier record stays
+        write_json(str(record), {'a': object()})
+    assert json.loads(record.read_text()) == {'a': 1} and os.listdir(tmp_path).count(
+        'record.json') == 1 and not glob.glob(str(tmp_path / 'record.json.tmp*'))
+
+
+def test_a_run_with_other_options_is_not_reused(tmp_path, capsys):
+    """The run's key: the resolved config without the arm's label (a base value changes it), the
+    --cfg-options, the trunk's sha256, kernel set, threads and data. Same key: the run dir is
+    kept; another key, or none recorded (an earlier version's run): it is emptied."""
+    tool = load_tool()
+    arm = tool.discover_arms(COMPARISON)['vpt']
+    cfg = Config.fromfile(arm.config)
+    digest = tool.config_sha256(cfg)
+    cfg.comparison_label = 'renamed'
+    assert tool.config_sha256(cfg) == digest
+    cfg.model.backbone.num_prompts = 11
+    assert tool.config_sha256(cfg) != digest
+    args = tool.parse_args(['--num-train', '8', '--num-val', '3'])
+    info = dict(sha256='ab' * 32, requested_capability='avx2')
+    overrides = {'randomness.seed': 0, **tool.schedule_overrides(8)}
+    options = tool.run_options(args, arm, digest, overrides, info, {'OMP_NUM_THREADS': '1'})
+    assert options['cfg_options']['train_cfg.max_iters'] == '8'
+    run_dir = tmp_path / 'vpt' / 'avx2-s0' / 'seed0'
+    tool.reuse_or_clear(str(run_dir), options)
+    (run_dir / 'train.json').write_text('{}')
+    tool.reuse_or_clear(str(run_dir), json.loads(json.dumps(options)))
+    assert (run_dir / 'train.json').exists() and capsys.readouterr().out == ''
+    others = [tool.run_options(args, arm, digest, dict(overrides, **tool.schedule_overrides(9)),
+                               info, {'OMP_NUM_THREADS': '1'}),
+              tool.run_options(args, arm, '0' * 64, overrides, info, {'OMP_NUM_THREADS': '1'}),
+              tool.run_options(args, arm, digest, overrides, dict(info, sha256='cd' * 32),
+                               {'OMP_NUM_THREADS': '1'}),
+              tool.run_options(args, arm, digest, overrides, info, {})]
+    for other, key in zip(others, ('cfg_options', 'config_sha256', 'trunk_sha256',
+                                   'omp_num_threads')):
+        tool.reuse_or_clear(str(run_dir), options)  # back to the first options, emptied
+        capsys.readouterr()
+        (run_dir / 'train.json').write_text('{}')
+        tool.reuse_or_clear(str(run_dir), other)
+        assert not (run_dir / 'train.json').exists()
+        assert f'had other {key}: starting afresh' in capsys.readouterr().out
+        assert json.loads((run_dir / 'options.json').read_text()) == other
+    (run_dir / 'options.json').unlink()
+    tool.reuse_or_clear(str(run_dir), options)
+    assert 'has no options.json: starting afresh' in capsys.readouterr().out
+
+
 def test_comparison_head_standardises_its_features_and_is_linear_at_test_time():
     """The shared head (_hue_pairs.py): in training its logits do not change when the trunk's
     features are scaled (BatchNorm standardises them, so every trunk's feature scale trains the
@@ -327,115 +484,104 @@ def test_adapter_arms_train_only_their_part_sized_as_the_prompt_arms(arm, tmp_pa
         assert not torch.equal(p, before[n]), f'{n} did not move'
 
 
-def run_script(tmp_path, source, job):
-    """Run ``source`` in a fresh interpreter in ``tmp_path`` with ``job`` as its json argument
-    (as a user runs mmseg's APIs); return the json of its last output line."""
-    (tmp_path / 'job.json').write_text(json.dumps(job))
-    (tmp_path / 'script.py').write_text(source)
-    res = subprocess.run([sys.executable, str(tmp_path / 'script.py'),
-                          str(tmp_path / 'job.json')], cwd=tmp_path, capture_output=True,
-                         text=True)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
+def predict(config, checkpoint, images, options):
+    """mmseg's inference API on ``images``, as a user calls it: the segmentation logits
+    (N, classes, H, W)."""
+    from mmseg.apis import inference_model, init_model
+    model = init_model(config, checkpoint, device='cpu', cfg_options=options)
+    return torch.stack([inference_model(model, img).seg_logits.data for img in images])
 
 
-PREDICT = """
-import json, sys
-import numpy as np
-from mmseg.apis import inference_model, init_model
-job = json.load(open(sys.argv[1]))
-preds = {}
-for arm, (config, ckpt) in job['arms'].items():
-    model = init_model(config, ckpt, device='cpu',
-                       cfg_options={'model.backbone.pretrained': job['trunk']})
-    preds[arm] = np.stack([inference_model(model, img).pred_sem_seg.data[0].numpy()
-                           for img in job['images']])
-print(json.dumps(dict(changed=float((preds['head_only'] != preds['cvpt10']).mean()))))
-"""
+def table_lines(stdout):
+    """The summary and the rows of both tables, as the harness printed them."""
+    return [line for line in stdout.splitlines()
+            if line.startswith('|') or 'tiny ViTs pretrained on shapes' in line]
 
 
 @pytest.mark.slow  # the harness runs tools/train.py and tools/test.py in subprocesses
-def test_harness_end_to_end(tmp_path):
-    """tools/prompt_comparison.py on a tiny setting with two trunks (the machine's kernels and
-    avx2): each trunk's provenance, the tables (paired gains computed by hand), the plot, an
-    overlay, trainable parameters by hand, CVPT's predictions differ from head-only's at the same
-    seed, and --min-margin passes and fails as asked."""
+def test_harness_end_to_end_and_again_reusing_its_finished_runs(tmp_path):
+    """tools/compare_methods.py on a tiny setting (one trunk, of the avx2 kernels; two arms; the
+    tables' arithmetic over several trunks and seeds has its own test): the trunk's provenance,
+    the tables (the paired gain by hand), the plot, an overlay, trainable parameters by hand,
+    CVPT's predictions differ from head-only's at the same seed. The same command again reuses
+    every finished run (no tool runs) and prints the same tables; with --tta added, only the
+    --tta tests run. --min-margin passes and fails (--report-only) as asked."""
     work = tmp_path / 'work'
-    cmd = [sys.executable, osp.join(REPO, 'tools', 'prompt_comparison.py'),
-           '--arms', 'head_only,cvpt10', '--seeds', '0', '--trunk-seeds', '0',
-           '--cpu-capabilities', 'native,avx2', '--iters', '8', '--pretrain-steps', '3',
-           '--num-train', '8', '--num-val', '3', '--overlays', '1', '--threads', '1',
-           '--cache-dir', str(tmp_path / 'cache'), '--work-dir', str(work)]
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert res.stdout.count('pretraining the tiny trunk (3 steps') == 2
-    assert '| head-only (linear probe) | 23,766 |' in res.stdout
-    assert '| CVPT, 10 prompts | 27,606 |' in res.stdout
+    cmd = [sys.executable, TOOL, '--arms', 'head_only,cvpt10', '--seeds', '0',
+           '--trunk-seeds', '0', '--cpu-capabilities', 'avx2', '--iters', '8',
+           '--pretrain-steps', '3', '--num-train', '8', '--num-val', '3', '--overlays', '1',
+           '--threads', '1', '--cache-dir', str(tmp_path / 'cache'), '--work-dir', str(work)]
+    first = subprocess.run(cmd + ['--no-tta'], cwd=REPO, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert first.stdout.count('pretraining the tiny trunk (3 steps') == 1
+    assert first.stdout.count('$ python tools/train.py') == 2
+    assert first.stdout.count('$ python tools/test.py') == 2 and 'reused' not in first.stdout
+    assert '| head-only (linear probe) | 23,766 |' in first.stdout
+    assert '| CVPT, 10 prompts | 27,606 |' in first.stdout
     out = json.loads((work / 'results.json').read_text())
-    assert list(out['trunks']) == ['native-s0', 'avx2-s0']
-    for name, trunk in out['trunks'].items():
-        assert trunk['sha256'] == file_sha256(trunk['path'])
-        assert trunk['recipe']['steps'] == 3 and trunk['seed'] == 0
-        assert 0 <= trunk['accuracy']['all'] <= 1
-    assert out['trunks']['avx2-s0']['cpu_capability'] == 'AVX2'
-    assert out['trunks']['native-s0']['cpu_capability'] == cpu_capability()
+    (trunk,) = out['trunks'].values()
+    assert list(out['trunks']) == ['avx2-s0'] and trunk['cpu_capability'] == 'AVX2'
+    assert trunk['sha256'] == file_sha256(trunk['path'])
+    assert trunk['recipe']['steps'] == 3 and trunk['seed'] == 0
+    assert 0 <= trunk['accuracy']['all'] <= 1
     assert out['arms']['head_only']['trainable_params'] == HEAD_PARAMS
     assert out['arms']['cvpt10']['trainable_params'] == HEAD_PARAMS + PROMPTS_10
     for arm in ('head_only', 'cvpt10'):
-        runs = out['arms'][arm]['runs']
-        assert [(r['trunk'], r['seed']) for r in runs] == [('native-s0', 0), ('avx2-s0', 0)]
-        for run in runs:
-            assert 0 <= run['miou_ss'] <= 100 and 0 <= run['miou_tta'] <= 100
-            assert run['step_s'] > 0 and run['peak_rss_mib'] > 100
-            assert 'decode.loss_ce' in run['losses']
-        assert len(glob.glob(str(work / arm / 'native-s0' / 'seed0' / 'pred' / '*.png'))) == 3
-    gains = [c['miou_ss'] - h['miou_ss'] for c, h in zip(out['arms']['cvpt10']['runs'],
-                                                         out['arms']['head_only']['runs'])]
-    mean = sum(gains) / 2
-    sd = abs(gains[0] - gains[1]) / 2 ** 0.5
-    assert f'{mean:.2f} ± {sd:.2f} ({min(gains):+.2f})' in res.stdout
+        (run,) = out['arms'][arm]['runs']
+        assert (run['trunk'], run['seed']) == ('avx2-s0', 0) and 'miou_tta' not in run
+        assert 0 <= run['miou_ss'] <= 100
+        assert run['step_s'] > 0 and run['peak_rss_mib'] > 100
+        assert 'decode.loss_ce' in run['losses']
+        assert run['checkpoint'] == str(work / arm / 'avx2-s0' / 'seed0' / 'train' / 'iter_8.pth')
+        assert len(glob.glob(str(work / arm / 'avx2-s0' / 'seed0' / 'pred' / '*.png'))) == 3
+    gain = out['arms']['cvpt10']['runs'][0]['miou_ss'] - out['arms']['head_only']['runs'][0][
+        'miou_ss']
+    assert f'| {gain:.2f} ({gain:+.2f}) |' in first.stdout
     (overlay,) = glob.glob(str(work / 'overlays' / '*.png'))  # image, truth, 2 predictions
     assert cv2.imread(overlay).shape == (22 + 3 * 64, 4 * 3 * 64, 3)
     assert (work / 'miou_vs_params.png').stat().st_size > 1000
     # the table (header, rule, 2 arms) and the per-trunk one (header, rule, 2 trunk rows, 2 arms)
-    assert (work / 'results.md').read_text().count('\n|') == 4 + 6
+    markdown = (work / 'results.md').read_text()
+    assert markdown.count('\n|') == 4 + 6
 
     images = sorted(glob.glob(str(work / 'data' / 'hue_pairs' / 'ADEChallengeData2016' /
                                   'images' / 'validation' / '*.jpg')))
-    job = dict(trunk=out['trunks']['native-s0']['path'], images=images,
-               arms={arm: (osp.join(COMPARISON, f'{arm}_tiny_hue_pairs.py'),
-                           out['arms'][arm]['runs'][0]['checkpoint'])
-                     for arm in ('head_only', 'cvpt10')})
-    assert run_script(tmp_path, PREDICT, job)['changed'] > 0.01
+    preds = {arm: predict(arm_config(arm), out['arms'][arm]['runs'][0]['checkpoint'], images,
+                          {'model.backbone.pretrained': trunk['path']}).argmax(1)
+             for arm in ('head_only', 'cvpt10')}
+    assert (preds['head_only'] != preds['cvpt10']).float().mean() > 0.01
 
-    report = cmd[:2] + ['--report-only', '--work-dir', str(work), '--margin-arms', 'cvpt10',
-                        '--no-plot']
-    ok = subprocess.run(report + ['--min-margin', '-100'], cwd=REPO, capture_output=True,
-                        text=True)
-    assert ok.returncode == 0, ok.stderr[-2000:]
-    assert f'CVPT, 10 prompts - head-only: {mean:+.2f} mIoU' in ok.stdout
-    fail = subprocess.run(report + ['--min-margin', '100'], cwd=REPO, capture_output=True,
-                          text=True)
+    again = subprocess.run(cmd + ['--no-tta'], cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.stdout.count('finished earlier, its results reused') == 2
+    assert '$ python tools/train.py' not in again.stdout
+    assert '$ python tools/test.py' not in again.stdout
+    assert table_lines(again.stdout) == table_lines(first.stdout)
+    assert (work / 'results.md').read_text() == markdown
+    rerun = json.loads((work / 'results.json').read_text())
+    assert rerun['arms'] == out['arms'] and rerun['trunks'] == out['trunks']
+
+    tta = subprocess.run(cmd + ['--min-margin', '-100', '--margin-arms', 'cvpt10'], cwd=REPO,
+                         capture_output=True, text=True)
+    assert tta.returncode == 0, tta.stdout[-3000:] + tta.stderr[-3000:]
+    assert '$ python tools/train.py' not in tta.stdout and 'reused' not in tta.stdout
+    assert tta.stdout.count('trained earlier') == tta.stdout.count('tested earlier') == 2
+    assert tta.stdout.count('$ python tools/test.py') == 2
+    assert tta.stdout.count('--tta --work-dir') == 2
+    assert f'CVPT, 10 prompts - head-only: {gain:+.2f} mIoU' in tta.stdout
+    with_tta = json.loads((work / 'results.json').read_text())
+    for arm in ('head_only', 'cvpt10'):
+        (run,) = with_tta['arms'][arm]['runs']
+        assert 0 <= run.pop('miou_tta') <= 100 and run == out['arms'][arm]['runs'][0]
+    fail = subprocess.run([sys.executable, TOOL, '--report-only', '--work-dir', str(work),
+                           '--margin-arms', 'cvpt10', '--no-plot', '--min-margin', '100'],
+                          cwd=REPO, capture_output=True, text=True)
     assert fail.returncode == 1
     assert 'CVPT, 10 prompts did not beat head-only by 100.0 mIoU points' in fail.stderr
+    assert '| mIoU multi-scale + flip |' in fail.stdout
 
 
-COMPARE_LOGITS = """
-import json, sys
-import torch
-from mmseg.apis import inference_model, init_model
-job = json.load(open(sys.argv[1]))
-logits = {}
-for name, (config, ckpt, options) in job['runs'].items():
-    model = init_model(config, ckpt, device='cpu', cfg_options=options)
-    logits[name] = torch.stack([inference_model(model, img).seg_logits.data
-                                for img in job['images']])
-a, b = logits.values()
-print(json.dumps(dict(equal=bool(torch.equal(a, b)), max_diff=float((a - b).abs().max()))))
-"""
-
-
-@pytest.mark.slow  # two tools/train.py runs and mmseg's inference API in fresh interpreters
+@pytest.mark.slow  # two tools/train.py runs in fresh interpreters
 def test_davpt_without_its_metric_loss_trains_as_the_same_prompt_layout(tmp_path):
     """The DA-VPT arm with both loss weights 0 (davpt_noloss) trains exactly as VPT-Deep with the
     same prompt layout (10, 10, 10, 20) and no guidance: the same tuned weights and the same
@@ -480,9 +626,8 @@ def test_davpt_without_its_metric_loss_trains_as_the_same_prompt_layout(tmp_path
     assert 'decode_head.convs.0.bn.running_var' in head and 'decode_head.conv_seg.weight' in head
     for key in prompts + head:
         assert torch.equal(a[key], b[key]), key
-    job = dict(images=sorted(glob.glob(osp.join(root, 'images', 'validation', '*.jpg'))),
-               runs={name: (config, checkpoints[name],
-                            {k: v for k, v in options.items()
-                             if k.startswith('model.backbone.')})
-                     for name, (config, options) in runs.items()})
-    assert run_script(tmp_path, COMPARE_LOGITS, job) == dict(equal=True, max_diff=0.0)
+    images = sorted(glob.glob(osp.join(root, 'images', 'validation', '*.jpg')))
+    logits = [predict(config, checkpoints[name], images,
+                      {k: v for k, v in options.items() if k.startswith('model.backbone.')})
+              for name, (config, options) in runs.items()]
+    assert torch.equal(*logits), float((logits[0] - logits[1]).abs().max())
