@@ -44,13 +44,17 @@ ARMS = {
     'davpt_plus': ('DAVPTViT', 10, True, 'davpt_plus_vitl_ade20k.py'),
     'lora': ('FrozenViT', None, False, 'lora_vitl_ade20k.py'),
     'adaptformer': ('FrozenViT', None, False, 'adaptformer_vitl_ade20k.py'),
+    'bitfit': ('FrozenViT', None, False, 'bitfit_vitl_ade20k.py'),
 }
 LABELS = ['head-only (linear probe)', 'VPT-Deep, 10 prompts', 'CVPT, 10 prompts',
           'CVPT, 50 prompts', 'DA-VPT', 'DA-VPT, metric loss off', 'DA-VPT+',
-          'LoRA, rank 2 on q and v', 'AdaptFormer, bottleneck 4']
+          'LoRA, rank 2 on q and v', 'AdaptFormer, bottleneck 4', 'BitFit, every bias']
 # the adapter arms' trunk parameters, by hand: LoRA r=2 on q and v of 4 blocks of width 96;
-# AdaptFormer's bottleneck of 4 beside each of the 4 MLPs
-ADAPTER_PARAMS = dict(lora=4 * 2 * 2 * (96 + 96), adaptformer=4 * (2 * 4 * 96 + 4 + 96))
+# AdaptFormer's bottleneck of 4 beside each of the 4 MLPs; BitFit's delta on every bias: per
+# block norm1, q/k/v (3 x 96), proj, norm2, fc1 (4 x 96), fc2, then the patch embedding's and
+# the final norm's (the arms run it)
+ADAPTER_PARAMS = dict(lora=4 * 2 * 2 * (96 + 96), adaptformer=4 * (2 * 4 * 96 + 4 + 96),
+                      bitfit=4 * (96 + 3 * 96 + 96 + 96 + 4 * 96 + 96) + 96 + 96)
 # the linear head on width 96: a 1x1 conv (no bias: BatchNorm follows), BatchNorm without
 # affine, the 1x1 classifier of 150 ADE20K classes; and 10 prompts of width 96 in each of 4 blocks
 HEAD_PARAMS = 96 * 96 + 96 * 150 + 150
@@ -463,7 +467,7 @@ def test_prompts_receive_gradients_and_move(arm, tmp_path):
     assert not torch.equal(model.decode_head.conv_seg.weight, head_before)
 
 
-@pytest.mark.parametrize('arm', ['lora', 'adaptformer'])
+@pytest.mark.parametrize('arm', ['lora', 'adaptformer', 'bitfit'])
 def test_adapter_arms_train_only_their_part_sized_as_the_prompt_arms(arm, tmp_path):
     """The adapter arms train their part (as many values as said, about the prompt arms' 3,840)
     and the head, nothing of the trunk: after two steps of the arm's optimizer every part
