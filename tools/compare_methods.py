@@ -127,7 +127,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='comma-separated pretraining seeds: one trunk each per kernel set')
     p.add_argument('--cpu-capabilities', default=f'{NATIVE},avx2',
                    help=f'comma-separated CPU kernel sets to make trunks and run with: '
-                        f'{NATIVE} (torch\'s choice on this machine) or a value of '
+                        f'{NATIVE} (torch\'s choice on the machine it runs on) or a value of '
                         f'ATEN_CPU_CAPABILITY (default, avx2, avx512, ...)')
     p.add_argument('--work-dir', default=osp.join(REPO, 'work_dirs', 'compare_methods'))
     p.add_argument('--cache-dir', default=None,

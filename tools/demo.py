@@ -3,8 +3,8 @@
 The short version of the prompt comparison (tools/compare_methods.py, docs/comparison.md):
 
 1. pretrains a tiny timm ViT on synthetic shape segmentation (pretraining seed ``--trunk-seed``,
-   default 0, with this machine's CPU kernels or those of ``--cpu-capability``; cached: later
-   runs reuse it);
+   default 0, with the CPU kernels of the machine it runs on or those of ``--cpu-capability``;
+   cached: later runs reuse it);
 2. writes the shifted downstream task (hue pairs) in ADE20K's folder layout;
 3. trains head-only (linear probing), VPT-Deep and CVPT on it with `tools/train.py`, training
    seeds 0 and 1, the full comparison's schedule, and tests each with `tools/test.py`,

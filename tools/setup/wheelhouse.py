@@ -126,7 +126,7 @@ def download_wheelhouse(dest: Path, python_version: str, platforms: List[str], w
     target = ['--only-binary=:all:', '--python-version', python_version, '--implementation', 'cp']
     for tag in dict.fromkeys(t for p in platforms for t in platform_tags(p)):
         target += ['--platform', tag]
-    where = ', '.join(platforms) or f'this machine ({platform.machine()})'
+    where = ', '.join(platforms) or f'the local platform ({platform.machine()})'
     log(f'resolving the stack for Python {python_version}, {where}, with pip')
     with tempfile.TemporaryDirectory() as tmp:
         report_file = Path(tmp) / 'report.json'
