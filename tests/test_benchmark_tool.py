@@ -203,7 +203,8 @@ def test_default_cases_build_their_parts_from_the_registry():
     """Each case of the default file builds FrozenViT with the parts it names, the flags and
     the swept count in them; tuned parameters by hand (D = 64, 2 blocks): prompts M D per
     block, LoRA r=8 on q and v 2 (8 D + D 8), AdaptFormer's bottleneck of 64 D 64 + 64 +
-    64 D + D."""
+    64 D + D, BitFit's bias deltas 11 D per block (norm1, q/k/v, proj, norm2, fc1 4 D, fc2)
+    and the patch embedding's D (the final norm is not run)."""
     from mmengine.registry import init_default_scope
 
     from mmseg_prompt.models.backbones.cross_attention_prompts import CrossAttentionPrompts
@@ -215,9 +216,9 @@ def test_default_cases_build_their_parts_from_the_registry():
     assert [s.method for s in cases.select(['lora', 'trunk'])] == ['trunk', 'lora']
     D, L = WIDTH, DEPTH
     tuned = dict(trunk=0, vpt=L * 3 * D, cvpt=L * 3 * D, lora=L * 2 * (8 * D + D * 8),
-                 adaptformer=L * (D * 64 + 64 + 64 * D + D))
+                 adaptformer=L * (D * 64 + 64 + 64 * D + D), bitfit=L * 11 * D + D)
     parts = dict(trunk=[], vpt=['SequencePrompts'], cvpt=['CrossAttentionPrompts'],
-                 lora=['LoRA'], adaptformer=['AdaptFormer'])
+                 lora=['LoRA'], adaptformer=['AdaptFormer'], bitfit=['BitFit'])
     for spec in cases.specs:
         model = build(Case(spec, 3), _tiny_args(fold='never', prompt_dropout=0.2), cases.path)
         assert [type(p).__name__ for p in model.parts] == parts[spec.method]

@@ -24,13 +24,16 @@ cases = [
                     fold='prompts.fold'),
          reference='vpt'),
     # the adapters, as their configs train them (configs/lora_vitl_ade20k.py,
-    # configs/adaptformer_vitl_ade20k.py)
+    # configs/adaptformer_vitl_ade20k.py, configs/bitfit_vitl_ade20k.py)
     dict(method='lora', name='LoRA, r=8',
          backbone=dict(parts=[dict(type='LoRA', rank=8, alpha=8, dropout=0.0,
                                    targets=('q', 'v'))]),
          default=False),
     dict(method='adaptformer', name='AdaptFormer',
          backbone=dict(parts=[dict(type='AdaptFormer', bottleneck=64, scale=0.1, dropout=0.1)]),
+         default=False),
+    dict(method='bitfit', name='BitFit',
+         backbone=dict(parts=[dict(type='BitFit')]),
          default=False),
 ]
 # the case the ratios "x the frozen trunk's forward + backward" and the operator table's "extra
