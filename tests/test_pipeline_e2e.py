@@ -104,21 +104,29 @@ def test_single_scale_miou_equals_independent_computation(trained, tmp_path):
     assert last_metrics(stock)['mIoU'] == reported
 
 
-@pytest.mark.parametrize('style', ['1.x', '0.x'])
-def test_multi_scale_flip(trained, tmp_path, style):
-    work = tmp_path / 'tta'
-    res = run([f'{REPO}/tools/test.py', CONFIG, trained['ckpt'], '--tta', '--tta-style', style,
-               '--work-dir', work] + trained['opts'])
-    assert res.returncode == 0, res.stderr[-3000:]
+def check_tta_run(work, style):
+    """The run in ``work`` tested with mmseg's TTA model and ``style``'s scales (read from the
+    config it dumped): ratios of the original image (1.x) or of the canonical test scale
+    (512, 128) (0.x)."""
     assert 0 <= last_metrics(work)['mIoU'] <= 100
     from mmengine.config import Config
     used = Config.fromfile(glob.glob(osp.join(work, '*.py'))[0])  # the config the run dumped
     assert used.model.type == 'SegTTAModel'
     resizes = used.test_dataloader.dataset.pipeline[1].transforms[0]
-    if style == '1.x':  # ratios of the original image
+    if style == '1.x':
         assert [r.scale_factor for r in resizes] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
-    else:  # ratios of the canonical test scale (512, 128)
+    else:
         assert [tuple(r.scale) for r in resizes][:2] == [(256, 64), (384, 96)]
+
+
+def test_multi_scale_flip(trained, tmp_path):
+    """--tta in the 1.x style; the 0.x style is the multi-scale test of tools/reproduce.py on
+    the same config (tests/test_reproduce.py checks its run the same way)."""
+    work = tmp_path / 'tta'
+    res = run([f'{REPO}/tools/test.py', CONFIG, trained['ckpt'], '--tta', '--tta-style', '1.x',
+               '--work-dir', work] + trained['opts'])
+    assert res.returncode == 0, res.stderr[-3000:]
+    check_tta_run(work, '1.x')
 
 
 def test_missing_dataset_folder_is_a_clear_error(trained, tmp_path):

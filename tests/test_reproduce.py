@@ -68,6 +68,9 @@ def test_reproduce_trains_tests_writes_resumes_after_a_kill_and_skips_what_is_do
         for style, key in (('ss', 'single_scale'), ('ms', 'multi_scale')):
             from mmseg_prompt.utils.run_records import test_metrics
             assert test_metrics(osp.join(work, r['name'], f'test_{style}'))['mIoU'] == r[key]
+    # the multi-scale test is --tta --tta-style 0.x (test_pipeline_e2e.py checks 1.x)
+    from test_pipeline_e2e import check_tta_run
+    check_tta_run(work / 'cvpt_tiny_ade20k_synthetic' / 'test_ms', '0.x')
     table = open(work / 'results.md').read()
     assert f'| {records[0]["single_scale"]:.2f} |' in table
     meta = yaml.safe_load(open(work / 'metafile.yml'))
