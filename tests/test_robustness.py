@@ -348,6 +348,7 @@ def test_nan_loss_stops_at_its_iteration_and_keeps_the_last_good_checkpoint(toy,
     work = copy_run(cvpt_run['work'], tmp_path / 'work')  # trained 2 iterations
     good = tuned(work / 'iter_2.pth')
     res = train(CVPT, work, toy['opts'] + ['default_hooks.checkpoint.interval=1',
+                                           'default_hooks.checkpoint.max_keep_ckpts=3',
                                            'model.decode_head.loss_decode.loss_weight=nan'],
                 '--resume', iters=4)
     assert res.returncode != 0
