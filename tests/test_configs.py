@@ -3,6 +3,7 @@ import glob
 import os.path as osp
 
 import pytest
+import torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
@@ -60,12 +61,14 @@ def test_config_parses_and_carries_custom_imports(path):
             assert word in text, f'{path} does not say where its {word} comes from'
 
 
-@pytest.mark.slow  # ViT-L models (300M parameters) built on CPU, about 15 s each
 @pytest.mark.parametrize('path', IN21K_VITL, ids=osp.basename)
 def test_vitl_configs_build_without_weights(path):
+    """At real size on the meta device (the tensors' shapes, no storage), as
+    test_dino_configs.py builds the DINOv2 and DINOv3 ones."""
     cfg = Config.fromfile(path)
     cfg.model.backbone.pretrained = None
-    model = MODELS.build(cfg.model)
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
     bb = model.backbone
     assert bb.depth == 24 and bb.embed_dim == 1024 and bb.out_indices == (7, 11, 15, 23)
     assert type(bb).__name__ == cfg.model.backbone.type

@@ -113,13 +113,14 @@ def test_paper_config_builds_its_method_and_trains_one_iteration(path):
     assert moved, 'no tuned backbone tensor moved'
 
 
-@pytest.mark.slow  # ViT-L built on CPU
 @pytest.mark.parametrize('name', ['cvpt200_setrpup_ade20k.py',
                                   'davpt_plus_setrpup_pascal_context.py'])
 def test_paper_configs_build_at_real_size(name):
+    """ViT-L on the meta device (the tensors' shapes, no storage)."""
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'paper_protocol', name))
     cfg.model.backbone.pretrained = None
-    model = MODELS.build(cfg.model)
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
     bb = model.backbone
     assert bb.depth == 24 and bb.embed_dim == 1024
     assert sum(p.numel() for p in bb.parameters() if p.requires_grad) == \

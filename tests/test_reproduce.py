@@ -23,9 +23,9 @@ def tiny_setup(tmp_path_factory):
 
     from mmseg_prompt.testing import make_synthetic_ade20k, save_random_trunk
     root = tmp_path_factory.mktemp('reproduce')
-    data_root = make_synthetic_ade20k(root / 'ade', num_train=6, num_val=2, seed=1)
+    data_root = make_synthetic_ade20k(root / 'ade', num_train=6, num_val=1, seed=1)
     save_random_trunk(Config.fromfile(EXAMPLES[0]).model.backbone, root / 'trunk.pth', seed=0)
-    options = [f'model.backbone.pretrained={root / "trunk.pth"}', 'train_cfg.max_iters=6',
+    options = [f'model.backbone.pretrained={root / "trunk.pth"}', 'train_cfg.max_iters=4',
                'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=2',
                'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2'] + [
         f'{k}_dataloader.dataset.data_root={data_root}' for k in ('train', 'val', 'test')]
@@ -50,17 +50,17 @@ def test_reproduce_trains_tests_writes_resumes_after_a_kill_and_skips_what_is_do
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the whole job, mid-training, as a cluster would
     proc.wait()
-    assert not osp.isfile(osp.join(first, 'iter_6.pth'))
+    assert not osp.isfile(osp.join(first, 'iter_4.pth'))
 
     res = subprocess.run(reproduce_cmd(work, options), cwd=root, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert f'resuming the interrupted training in {first}' in res.stdout
-    assert 'Iter(train) [6/6]' in res.stdout
+    assert 'Iter(train) [4/4]' in res.stdout
     records = json.load(open(work / 'results.json'))
     assert [r['name'] for r in records] == ['cvpt_tiny_ade20k_synthetic',
                                             'davpt_tiny_ade20k_synthetic']
     for r in records:
-        assert osp.isfile(r['checkpoint']) and r['checkpoint'].endswith('iter_6.pth')
+        assert osp.isfile(r['checkpoint']) and r['checkpoint'].endswith('iter_4.pth')
         assert 0 <= r['single_scale'] <= 100 and 0 <= r['multi_scale'] <= 100
         assert r['train_seconds'] > 0 and r['paper'] == dict(
             single_scale=None, multi_scale=None, unstated_scale=None, source='')
@@ -68,6 +68,9 @@ def test_reproduce_trains_tests_writes_resumes_after_a_kill_and_skips_what_is_do
         for style, key in (('ss', 'single_scale'), ('ms', 'multi_scale')):
             from mmseg_prompt.utils.run_records import test_metrics
             assert test_metrics(osp.join(work, r['name'], f'test_{style}'))['mIoU'] == r[key]
+    # the multi-scale test is --tta --tta-style 0.x (test_pipeline_e2e.py checks 1.x)
+    from test_pipeline_e2e import check_tta_run
+    check_tta_run(work / 'cvpt_tiny_ade20k_synthetic' / 'test_ms', '0.x')
     table = open(work / 'results.md').read()
     assert f'| {records[0]["single_scale"]:.2f} |' in table
     meta = yaml.safe_load(open(work / 'metafile.yml'))

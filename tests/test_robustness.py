@@ -30,7 +30,7 @@ def toy(tmp_path_factory):
 
     from mmseg_prompt.testing import make_synthetic_ade20k, save_random_trunk
     root = tmp_path_factory.mktemp('robust')
-    data_root = make_synthetic_ade20k(root / 'ade', num_train=8, num_val=2, seed=3)
+    data_root = make_synthetic_ade20k(root / 'ade', num_train=8, num_val=1, seed=3)
     bb = Config.fromfile(CVPT).model.backbone
     save_random_trunk(bb, root / 'trunk.pth', seed=0)
     opts = [f'model.backbone.pretrained={root / "trunk.pth"}',
@@ -53,6 +53,26 @@ def assert_same_state(a, b):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope='module')
+def cvpt_run(toy):
+    """The CVPT example trained 2 iterations by tools/train.py, a checkpoint after each: the work
+    dir (iter_1.pth, iter_2.pth, last_checkpoint) and the log. Tests change copies of it."""
+    work = toy['root'] / 'cvpt_run'
+    res = train(CVPT, work, toy['opts'] + ['default_hooks.checkpoint.interval=1',
+                                         'default_hooks.checkpoint.max_keep_ckpts=3'], iters=2)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    return dict(work=work, log=res.stdout)
+
+
+def copy_run(src, dst):
+    """A copy of the work dir ``src`` at ``dst``, its last_checkpoint naming the copy's file (the
+    Runner records an absolute path)."""
+    shutil.copytree(src, dst)
+    last = open(dst / 'last_checkpoint').read().strip()
+    (dst / 'last_checkpoint').write_text(str(dst / osp.basename(last)))
+    return dst
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -183,18 +203,27 @@ def test_a_run_removes_the_temporaries_of_killed_saves_and_keeps_live_ones(toy, 
 # ---------------------------------------------------------------------------- resume, determinism
 @pytest.mark.slow  # trains through tools/train.py in subprocesses
 def test_exact_resume_and_determinism(toy, tmp_path):
-    """DA-VPT+ (prompt dropout, bias deltas, the mapping re-clustered every 2 iterations):
-    6 iterations straight, twice, and 3 + resume to 6, give the same tuned weights."""
+    """DA-VPT+ (the example config: prompt dropout, bias deltas, metric losses, the mapping
+    re-clustered every 2 iterations): 6 iterations straight, twice, and 3 + resume to 6, give
+    the same tuned weights. The mapping is built before training, re-clustered, saved, and
+    restored (not rebuilt) on resume."""
     opts = toy['opts'] + ['custom_hooks.0.interval=2', 'default_hooks.checkpoint.interval=3',
                           'default_hooks.checkpoint.max_keep_ckpts=3']
     a, b, c = tmp_path / 'a', tmp_path / 'b', tmp_path / 'c'
     for work, iters in ((a, 6), (c, 6), (b, 3)):
         res = train(DAVPT, work, opts, iters=iters)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    log = res.stdout  # b's first 3 iterations
+    assert 'class-to-prompt mapping built' in log and 're-clustered (warm start)' in log
+    assert 'loss_metric_patch: ' in log and 'loss_metric_cls: ' in log
+    saved = tuned(b / 'iter_3.pth')
+    assert (saved['class_to_prompt'] >= 0).all() and 'backbone.kv_bias.delta' in saved
     res = train(DAVPT, b, opts, '--resume', iters=6)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert 'class-to-prompt mapping restored from the checkpoint' in res.stdout
+    assert 'class-to-prompt mapping built' not in res.stdout
     assert 'RNG states restored from the checkpoint' in res.stdout
+    assert 'Iter(train) [6/6]' in res.stdout
     final_a = tuned(a / 'iter_6.pth')
     assert_same_state(final_a, tuned(c / 'iter_6.pth'))  # same seed, same config, twice
     assert_same_state(final_a, tuned(b / 'iter_6.pth'))  # interrupted at 3 and resumed
@@ -205,11 +234,9 @@ def test_exact_resume_and_determinism(toy, tmp_path):
 
 # ---------------------------------------------------------------------------- the frozen trunk
 @pytest.mark.slow  # trains through tools/train.py in subprocesses
-def test_train_reports_an_unchanged_trunk(toy, tmp_path):
-    res = train(CVPT, tmp_path, toy['opts'], iters=2)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert 'frozen trunk unchanged by training' in res.stdout
-    assert 'tuned weights: ' in res.stdout
+def test_train_reports_an_unchanged_trunk(cvpt_run):
+    assert 'frozen trunk unchanged by training' in cvpt_run['log']
+    assert 'tuned weights: ' in cvpt_run['log']
 
 
 def test_trunk_check_catches_a_changed_trunk(tiny_trunk_file):
@@ -316,18 +343,20 @@ def test_sizes_that_do_not_fit_the_patch_are_refused(toy, tmp_path, key, value):
 
 
 @pytest.mark.slow  # trains through tools/train.py in subprocesses
-def test_nan_loss_stops_at_its_iteration_and_keeps_the_last_good_checkpoint(toy, tmp_path):
-    opts = toy['opts'] + ['default_hooks.checkpoint.interval=2']
-    res = train(CVPT, tmp_path, opts, iters=2)
-    assert res.returncode == 0, res.stderr[-2000:]
-    good = tuned(tmp_path / 'iter_2.pth')
-    res = train(CVPT, tmp_path, opts + ['model.decode_head.loss_decode.loss_weight=nan'],
+def test_nan_loss_stops_at_its_iteration_and_keeps_the_last_good_checkpoint(toy, cvpt_run,
+                                                                           tmp_path):
+    work = copy_run(cvpt_run['work'], tmp_path / 'work')  # trained 2 iterations
+    good = tuned(work / 'iter_2.pth')
+    res = train(CVPT, work, toy['opts'] + ['default_hooks.checkpoint.interval=1',
+                                           'default_hooks.checkpoint.max_keep_ckpts=3',
+                                           'model.decode_head.loss_decode.loss_weight=nan'],
                 '--resume', iters=4)
     assert res.returncode != 0
     assert 'non-finite loss at iteration 3' in res.stderr
     assert 'iter_2.pth' in res.stderr
-    assert sorted(p for p in os.listdir(tmp_path) if p.endswith('.pth')) == ['iter_2.pth']
-    assert_same_state(good, tuned(tmp_path / 'iter_2.pth'))
+    assert sorted(p for p in os.listdir(work) if p.endswith('.pth')) == ['iter_1.pth',
+                                                                         'iter_2.pth']
+    assert_same_state(good, tuned(work / 'iter_2.pth'))
 
 
 @pytest.mark.slow  # trains through tools/train.py in subprocesses
@@ -378,15 +407,12 @@ def cut_short(src, dst, keep=0.6):
     open(dst, 'wb').write(data[:int(len(data) * keep)])
 
 
-def test_damaged_checkpoints_are_named_with_their_size_and_the_fix(toy, tmp_path):
+def test_damaged_checkpoints_are_named_with_their_size_and_the_fix(toy, cvpt_run, tmp_path):
     """tools/test.py on a truncated checkpoint, tools/train.py --resume when the last
     checkpoint is damaged (the intact ones listed with the command; nothing deleted), and a
     trunk file that is not a checkpoint; the intact files pass the same checks."""
     from mmseg_prompt.utils.checkpoint_files import check_checkpoint_file
-    work = tmp_path / 'work'
-    res = train(CVPT, work, toy['opts'] + ['default_hooks.checkpoint.interval=1',
-                                         'default_hooks.checkpoint.max_keep_ckpts=3'], iters=2)
-    assert res.returncode == 0, res.stderr[-3000:]
+    work = copy_run(cvpt_run['work'], tmp_path / 'work')  # a checkpoint after each of 2 iters
     good, last = work / 'iter_1.pth', work / 'iter_2.pth'
     check_checkpoint_file(str(good))  # the right input passes
     cut_short(last, tmp_path / 'copy.pth')

@@ -32,7 +32,7 @@ def test_rope_trunk_trains_tests_exports_and_infers_through_the_tools(tmp_path):
     from mmengine.config import Config
 
     from mmseg_prompt.testing import make_synthetic_ade20k, save_random_trunk
-    data_root = make_synthetic_ade20k(tmp_path / 'ade', num_train=4, num_val=2, seed=1)
+    data_root = make_synthetic_ade20k(tmp_path / 'ade', num_train=4, num_val=1, seed=1)
     cfg = Config.fromfile(CONFIG)
     assert cfg.model.backbone.model_name == 'vit_small_patch16_dinov3_qkvb'
     trunk = tmp_path / 'trunk.pth'
