@@ -10,6 +10,7 @@ default_hooks = dict(
     nan_guard=dict(type='NaNLossGuardHook'),
     rng_state=dict(type='RNGStateHook'),
     stale_temps=dict(type='StaleTempCleanupHook'),
-    # the heads against the dataset's classes and each batch's labels against the heads, for
-    # runs without tools/train.py's pre-run check (mmseg's stock tools): label_check_hook.py
+    # the heads against the dataset's classes, every label file's header before the first
+    # iteration, and each batch's labels against the heads, for runs without tools/train.py's
+    # pre-run check (mmseg's stock tools): label_check_hook.py
     label_check=dict(type='SegLabelCheckHook'))
