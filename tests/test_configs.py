@@ -123,7 +123,7 @@ def test_check_hooks_declared_once_reach_the_bases_and_the_train_tool():
     hooks = Config.fromfile(osp.join(REPO, 'configs/_base_/check_hooks.py')).default_hooks
     assert {h.type for h in hooks.values()} == {
         'FrozenTrunkCheckHook', 'NaNLossGuardHook', 'RNGStateHook', 'StaleTempCleanupHook',
-        'SegLabelCheckHook'}
+        'SegLabelCheckHook', 'StopSignalHook'}
     for schedule in ('schedule_80k.py', 'schedule_160k.py'):
         cfg = Config.fromfile(osp.join(REPO, 'configs/_base_/schedules', schedule))
         for name, hook in hooks.items():

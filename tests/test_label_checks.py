@@ -85,8 +85,9 @@ def test_rgb_training_label_is_refused(passing, tmp_path):
     res = run([f'{REPO}/tools/train.py', CONFIG, '--work-dir', tmp_path / 'w']
               + opts_for(data, passing['trunk']))
     assert res.returncode != 0 and 'Iter(train)' not in res.stdout
-    assert f'label map {label} has shape' in res.stderr
-    assert '(mode RGB, 3 channels), expected one channel of class ids' in res.stderr
+    # every label file's header is read before the first iteration (SegLabelCheckHook)
+    assert f'label file {label} is RGB, 8-bit (PNG colour type 2)' in res.stderr
+    assert 'a label map holds one class id per pixel' in res.stderr
 
 
 def test_wrong_size_validation_label_is_refused_by_test(passing, tmp_path):

@@ -138,6 +138,10 @@ def test_slurm_launchers_start_one_task_per_gpu_with_the_slurm_launcher(stage, t
                        '--ntasks-per-node=8', '--cpus-per-task=5']
     tool = got.index(osp.join(REPO, 'tools', f'{stage}.py'))
     expected = ['cfg.py'] + (['ckpt.pth'] if stage == 'test' else []) + \
-        ['--launcher', 'slurm', '--work-dir', 'w d']
+        ['--launcher', 'slurm'] + (['--cfg-options', 'default_hooks.stop_signal.signals='
+                                    '[SIGTERM,SIGUSR1]'] if stage == 'train' else []) + \
+        ['--work-dir', 'w d']
+    # training: slurm's signal 300 s ahead of the time limit, and the hook listening to it
+    assert ('--signal=USR1@300' in got) == (stage == 'train')
     assert got[tool - 2:tool] == ['python', '-u']
     assert got[tool + 1:] == expected

@@ -8,7 +8,9 @@ For each config: train (tools/train.py; tools/dist_train.sh with --gpus under th
 `pytorch` launcher; tools/slurm_train.sh under `slurm`), then the single-scale test and the
 multi-scale + flip test in the papers' 0.x style (tools/test.py --tta --tta-style 0.x). Every
 stage that is done is skipped, and an interrupted training resumes from its last checkpoint, so
-a cluster job can simply be submitted again. Writes, in --work-dir:
+a cluster job can simply be submitted again. A training stopped by the cluster's signal saves a
+checkpoint and exits with status 75 (mmseg_prompt/engine/stop_signal.py); so does this tool,
+which outlives the stage on that signal, and the same command resumes. Writes, in --work-dir:
 
 - results.json: per config its checkpoint, each mIoU, the paper's numbers, time, peak memory;
 - results.md: the same as a table, paper beside ours;
@@ -22,6 +24,7 @@ import json
 import os
 import os.path as osp
 import shlex
+import signal
 import sys
 import time
 from typing import Dict, List, NamedTuple, Optional
@@ -127,15 +130,37 @@ def tool_command(args, stage: str, config: str, extra: List[str]) -> List[str]:
 
 def run_stage(args, cmd: List[str], log_path: str) -> float:
     """Run ``cmd`` with its output in ``log_path`` (and its progress lines here); returns the
-    wall time. Exits with the log's tail if it fails."""
+    wall time. Exits with the log's tail if it fails; with status 75 if it was stopped by a
+    signal after its checkpoint (the training's StopSignalHook), or if this process got
+    SIGTERM meanwhile: a cluster signals every process of the job, and this one waits for the
+    stage to save instead of ending first."""
+    from mmseg_prompt.engine.stop_signal import STOPPED_EXIT_CODE
     from mmseg_prompt.utils.logged_run import run_logged
     print('  $ ' + ' '.join(shlex.quote(c) for c in cmd), flush=True)
     env = dict(os.environ, GPUS=str(args.gpus))
-    done = run_logged(cmd, log_path, cwd=REPO, env=env,
-                      echo=lambda line: line.strip() if 'Iter(' in line or 'mIoU' in line
-                      else None,
-                      error=lambda rc: f'ERROR: {cmd[0]} {" ".join(cmd[1:3])} ... failed '
-                                       f'(exit {rc}); log: {log_path}\n')
+    exits, received = [], []
+
+    def error(rc):
+        exits.append(rc)
+        return f'ERROR: {cmd[0]} {" ".join(cmd[1:3])} ... failed (exit {rc}); log: {log_path}\n'
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        done = run_logged(cmd, log_path, cwd=REPO, env=env, error=error,
+                          echo=lambda line: line.strip() if 'Iter(' in line or 'mIoU' in line
+                          else None)
+    except SystemExit:
+        if exits != [STOPPED_EXIT_CODE]:
+            raise
+        done = None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if done is None or received:
+        what = 'stopped by a signal after saving a checkpoint' if done is None else \
+            'done, and this job got SIGTERM'
+        print(f'  {cmd[0]} {" ".join(cmd[1:3])} ... {what}: submit the same command again to '
+              f'go on (a stopped training resumes from its checkpoint); log: {log_path}',
+              file=sys.stderr, flush=True)
+        sys.exit(STOPPED_EXIT_CODE)
     return done.seconds
 
 

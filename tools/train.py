@@ -50,12 +50,16 @@ def parse_args(argv=None):
 def add_check_hooks(cfg) -> None:
     """Add the hooks of configs/_base_/check_hooks.py (their one declaration; the schedule bases
     inherit it) that ``cfg`` lacks, by type: a config not built on those bases gets the checks
-    too. The configs folder is this tool's sibling in the repository and in a wheel's .mim/."""
+    too; an entry of the same name without a type (set by --cfg-options, e.g.
+    ``default_hooks.stop_signal.signals`` from tools/slurm_train.sh) keeps its settings. The
+    configs folder is this tool's sibling in the repository and in a wheel's .mim/."""
     cfg.setdefault('default_hooks', {})
     for name, hook in Config.fromfile(CHECK_HOOKS).default_hooks.items():
         if not any(isinstance(h, dict) and h.get('type') == hook['type']
                    for h in cfg.default_hooks.values()):
-            cfg.default_hooks[name] = hook
+            own = cfg.default_hooks.get(name)
+            cfg.default_hooks[name] = ({**hook, **own} if isinstance(own, dict)
+                                       and 'type' not in own else hook)
 
 
 def build_cfg(args) -> Config:

@@ -10,6 +10,10 @@ default_hooks = dict(
     nan_guard=dict(type='NaNLossGuardHook'),
     rng_state=dict(type='RNGStateHook'),
     stale_temps=dict(type='StaleTempCleanupHook'),
-    # the heads against the dataset's classes and each batch's labels against the heads, for
-    # runs without tools/train.py's pre-run check (mmseg's stock tools): label_check_hook.py
-    label_check=dict(type='SegLabelCheckHook'))
+    # the heads against the dataset's classes, every label file's header before the first
+    # iteration, and each batch's labels against the heads, for runs without tools/train.py's
+    # pre-run check (mmseg's stock tools): label_check_hook.py
+    label_check=dict(type='SegLabelCheckHook'),
+    # on SIGTERM (and the signals added to `signals`, e.g. SIGUSR1 by tools/slurm_train.sh):
+    # finish the iteration, save a resumable checkpoint, exit with status 75: stop_signal.py
+    stop_signal=dict(type='StopSignalHook'))

@@ -6,12 +6,14 @@ class, and an RGB (colour-coded) mask becomes three channels of garbage. What a 
 can be read from its header without decoding it (docs/methods.md, "Label files"):
 
 - :func:`png_header`: width, height, bit depth and colour type of a PNG (its IHDR chunk);
-- :func:`label_file_problem`: what is wrong with a label file for its image and loader, or '';
+- :func:`image_shape`: an image's (H, W) as it decodes, from its header;
+- :func:`label_file_issue`: what is wrong with a label file for its image and loader, and the
+  fix, or None; :func:`label_file_problem`: the same as one message, or '';
 - :class:`LoadWideSegLabels`: ``LoadAnnotations`` that keeps 16-bit class ids (as ``uint16``),
   with ``ignore_index`` for the value ``reduce_zero_label`` maps 0 to.
 """
 import struct
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from mmseg.datasets.transforms import LoadAnnotations
@@ -50,32 +52,72 @@ def _values_found(path: str) -> str:
     return f'values {", ".join(str(v) for v in values[-5:])} among {values.size} distinct'
 
 
-def label_file_problem(path: str, image_shape: Optional[Sequence[int]],
-                       keeps_16_bits: bool) -> str:
-    """What is wrong with label file ``path`` for an image of ``image_shape`` (H, W) read by a
-    loader that keeps 16 bits (``keeps_16_bits``) or casts to 8, with the fix; '' if nothing
-    (or if it is not a PNG, whose header this does not read)."""
+# EXIF orientations that turn an image by 90 degrees (so the decoded H and W are swapped):
+# mmcv's decoders apply the orientation (cv2's IMREAD_COLOR, pillow's exif_transpose)
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+EXIF_ORIENTATION = 0x0112
+
+
+def image_shape(path: str) -> Optional[Tuple[int, int]]:
+    """(H, W) of image file ``path`` as mmcv decodes it (EXIF orientation applied), read from its
+    header by PIL without decoding the pixels; None if PIL cannot read it."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            if im.getexif().get(EXIF_ORIENTATION) in TRANSPOSING_ORIENTATIONS:
+                width, height = height, width
+    except Exception:  # not an image PIL knows: the pipeline's loader reports it by name
+        return None
+    return height, width
+
+
+class LabelFileIssue(NamedTuple):
+    problem: str  # what is wrong, naming the file
+    fix: str  # what to do about it
+
+
+def label_file_issue(path: str, image_shape: Optional[Sequence[int]], keeps_16_bits: bool,
+                     image_path: Optional[str] = None,
+                     describe_values: bool = True) -> Optional[LabelFileIssue]:
+    """What is wrong with label file ``path`` for an image (``image_path``, for messages) of
+    ``image_shape`` (H, W) read by a loader that keeps 16 bits (``keeps_16_bits``) or casts to
+    8, with the fix; None if nothing (or if it is not a PNG, whose header this does not read).
+    Only the header is read, unless ``describe_values`` decodes a 16-bit file to name its
+    largest values."""
     header = png_header(path)
     if header is None:
-        return ''
+        return None
     kind = f'{COLOUR_TYPES.get(header.colour_type, "unknown")}, {header.bit_depth}-bit'
     if header.colour_type not in ONE_VALUE:
-        return (f'label file {path} is {kind} (PNG colour type {header.colour_type}): a label '
-                f'map holds one class id per pixel.\n  Fix: convert colour-coded masks to class '
-                f'ids (grayscale or palette PNG; mmseg\'s tools/dataset_converters/ do this per '
-                f'dataset).')
+        return LabelFileIssue(
+            f'label file {path} is {kind} (PNG colour type {header.colour_type}): a label map '
+            f'holds one class id per pixel.',
+            'convert colour-coded masks to class ids (grayscale or palette PNG; mmseg\'s '
+            'tools/dataset_converters/ do this per dataset).')
     if header.bit_depth == 16 and not keeps_16_bits:
-        return (f'label file {path} is a 16-bit PNG ({kind}; {_values_found(path)}), but '
-                f'mmseg\'s LoadAnnotations casts label maps to 8 bits, so a class above 255 '
-                f'would become another class.\n  Fix: load labels with '
-                f'dict(type=\'LoadWideSegLabels\') in place of LoadAnnotations (mmseg_prompt; '
-                f'set its ignore_index and the heads\' to a value no class uses), or store the '
-                f'labels as 8-bit PNGs if every class id is below 256.')
+        values = f'; {_values_found(path)}' if describe_values else ''
+        return LabelFileIssue(
+            f'label file {path} is a 16-bit PNG ({kind}{values}), but mmseg\'s LoadAnnotations '
+            f'casts label maps to 8 bits, so a class above 255 would become another class.',
+            'load labels with dict(type=\'LoadWideSegLabels\') in place of LoadAnnotations '
+            '(mmseg_prompt; set its ignore_index and the heads\' to a value no class uses), or '
+            'store the labels as 8-bit PNGs if every class id is below 256.')
     if image_shape is not None and (header.height, header.width) != tuple(image_shape[:2]):
-        return (f'label file {path} is {header.height}x{header.width} (HxW), but its image is '
-                f'{image_shape[0]}x{image_shape[1]}: a label must have its image\'s size.\n'
-                f'  Fix: regenerate the label at the image\'s size, or pair the right files.')
-    return ''
+        image = f' {image_path}' if image_path else ''
+        return LabelFileIssue(
+            f'label map {path} is {header.height}x{header.width} (HxW), but its '
+            f'image{image} is {image_shape[0]}x{image_shape[1]}: a label must have its '
+            f'image\'s size.',
+            'regenerate the label at the image\'s size, or pair the right files.')
+    return None
+
+
+def label_file_problem(path: str, image_shape: Optional[Sequence[int]],
+                       keeps_16_bits: bool, image_path: Optional[str] = None) -> str:
+    """:func:`label_file_issue` as one message, the fix on its own line; '' if nothing."""
+    issue = label_file_issue(path, image_shape, keeps_16_bits, image_path)
+    return f'{issue.problem}\n  Fix: {issue.fix}' if issue else ''
 
 
 @TRANSFORMS.register_module()

@@ -3,38 +3,37 @@
 ``tools/train.py`` and ``tools/test.py`` check the heads' class count against the datasets before
 a Runner is built and give it to ``CheckSegLabels``. mmseg's stock tools and a Runner built by hand
 do neither; this hook (in the schedule bases' ``default_hooks``) does the same on what the Runner
-built: before training, the heads against the training dataset's classes; on every batch, the
-labels against the heads, naming the label file; and each label file's header once (one
-channel, 16 bits only with a loader that keeps them, its image's size: ``label_files.py``),
-whatever pipeline the config has.
+built: before training, the heads against the training dataset's classes and the header of every
+label file of the training and validation sets (one channel, 16 bits only with a loader that
+keeps them, its image's size: ``label_files.py``, ``label_precheck.py``), whatever pipeline the
+config has; before a validation or test run on its own, that dataset's label files; on every
+batch, the labels against the heads, naming the label file.
+
+In a distributed run each rank reads every world_size-th file and the bad ones are gathered,
+so that every rank refuses with the same message. Files that passed are recorded in
+``<work_dir>/label_files_checked.json`` and skipped by a resumed run while unchanged.
 """
 import os.path as osp
+import time
 from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
+from mmengine.dist import all_gather_object, get_dist_info, is_main_process
 from mmengine.hooks import Hook
 from mmengine.hooks.hook import DATA_BATCH
+from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
 from mmseg_prompt.datasets.label_check import value_message
-from mmseg_prompt.datasets.label_files import LoadWideSegLabels, label_file_problem
+from mmseg_prompt.datasets.label_precheck import (RECORD_NAME, CheckRecord, CheckResult,
+                                                  check_label_files, label_pairs,
+                                                  refusal_message)
 from mmseg_prompt.utils.heads import named_heads
 
 from .utils import unwrap_model
 
 if TYPE_CHECKING:
     from mmengine.runner import Runner
-
-
-def _reads_16_bits(dataset) -> bool:
-    """Whether the dataset's pipeline loads labels with LoadWideSegLabels (through dataset
-    wrappers such as RepeatDataset: their ``dataset``)."""
-    while dataset is not None:
-        transforms = getattr(getattr(dataset, 'pipeline', None), 'transforms', None) or []
-        if any(isinstance(t, LoadWideSegLabels) for t in transforms):
-            return True
-        dataset = getattr(dataset, 'dataset', None)
-    return False
 
 
 def _samples(data_samples) -> list:
@@ -47,13 +46,14 @@ def _samples(data_samples) -> list:
 
 @HOOKS.register_module()
 class SegLabelCheckHook(Hook):
-    """Stop before training if the heads' num_classes differ from the training dataset's classes;
-    stop at a batch whose labels lie outside the heads' classes, naming the label file."""
+    """Stop before training if the heads' num_classes differ from the training dataset's classes
+    or a label file of the training or validation set is unusable (all bad files in one
+    message); stop at a batch whose labels lie outside the heads' classes, naming the file."""
 
     priority = 'VERY_HIGH'  # before hooks that read labels in before_train (class mapping)
 
     def __init__(self):
-        self._files_checked = set()  # label files whose header was read (once each)
+        self._prechecked = set()  # ids of the datasets whose label files were checked
 
     def _limit(self, runner) -> Optional[Tuple[int, int, str]]:
         """(smallest num_classes of the heads, ignore_index, its config key), or None."""
@@ -68,34 +68,80 @@ class SegLabelCheckHook(Hook):
     def before_train(self, runner: 'Runner') -> None:
         limit = self._limit(runner)
         classes = runner.train_dataloader.dataset.metainfo.get('classes')
-        if limit is None or classes is None or len(classes) == limit[0]:
+        if limit is not None and classes is not None and len(classes) != limit[0]:
+            raise ValueError(
+                f'{limit[2]} = {limit[0]}, but train_dataloader.dataset '
+                f'({type(runner.train_dataloader.dataset).__name__}) has {len(classes)} classes '
+                f'(its metainfo): its labels go up to {len(classes) - 1} and training would fail '
+                f'in the loss.\n  Fix: give every head the dataset\'s class count (e.g. '
+                f'--cfg-options model.decode_head.num_classes={len(classes)} '
+                f'model.auxiliary_head.num_classes={len(classes)}).')
+        loaders = [('train_dataloader', runner.train_dataloader)]
+        if runner.val_loop is not None:
+            loaders.append(('val_dataloader', runner.val_dataloader))
+        self._check_label_files(runner, loaders)
+
+    def before_val(self, runner: 'Runner') -> None:
+        self._check_label_files(runner, [('val_dataloader', runner.val_dataloader)])
+
+    def before_test(self, runner: 'Runner') -> None:
+        self._check_label_files(runner, [('test_dataloader', runner.test_dataloader)])
+
+    def _check_label_files(self, runner, loaders) -> None:
+        """The header of every label file of the dataloaders' datasets not checked yet, split
+        across ranks; every rank raises the same ValueError if any file is bad."""
+        loaders = [(name, loader.dataset) for name, loader in loaders
+                   if id(loader.dataset) not in self._prechecked]
+        if not loaders:
             return
-        raise ValueError(
-            f'{limit[2]} = {limit[0]}, but train_dataloader.dataset '
-            f'({type(runner.train_dataloader.dataset).__name__}) has {len(classes)} classes (its '
-            f'metainfo): its labels go up to {len(classes) - 1} and training would fail in the '
-            f'loss.\n  Fix: give every head the dataset\'s class count (e.g. --cfg-options '
-            f'model.decode_head.num_classes={len(classes)} '
-            f'model.auxiliary_head.num_classes={len(classes)}).')
+        record = CheckRecord(osp.join(runner.work_dir, RECORD_NAME))
+        failures = []
+        for name, dataset in loaders:
+            self._prechecked.add(id(dataset))
+            failure = self._check_dataset(f'{name}.dataset', dataset, record)
+            if failure:
+                failures.append(failure)
+        if is_main_process():
+            record.save()
+        if failures:
+            raise ValueError('\n'.join(failures))
 
-    def _check_files(self, samples, dataloader) -> None:
-        """Each label file's header, once: refused as ``label_file_problem`` says."""
-        keeps_16_bits = None
-        for sample in samples:
-            path = sample.metainfo.get('seg_map_path')
-            if not isinstance(path, str) or path in self._files_checked or not osp.isfile(path):
-                continue
-            if keeps_16_bits is None:
-                keeps_16_bits = _reads_16_bits(dataloader.dataset)
-            problem = label_file_problem(path, sample.metainfo.get('ori_shape'), keeps_16_bits)
-            if problem:
-                raise ValueError(problem)
-            self._files_checked.add(path)
+    @staticmethod
+    def _check_dataset(what: str, dataset, record: CheckRecord) -> str:
+        """Check this rank's share of the dataset's label files, gather every rank's result,
+        add the passed files to ``record``; the refusal message, or '' if all passed."""
+        started = time.perf_counter()
+        pairs = label_pairs(dataset)
+        rank, world = get_dist_info()
+        mine = list(enumerate(pairs))[rank::world]
+        share = f' (this rank\'s share: every {world}th)' if world > 1 else ''
+        print_log(f'checking the headers of the {len(pairs)} label files of {what} '
+                  f'({type(dataset).__name__}){share}', logger='current')
 
-    def _check_batch(self, runner, data_batch, dataloader) -> None:
+        def progress(done, total):
+            print_log(f'label files of {what}: {done}/{total}{share} checked, '
+                      f'{time.perf_counter() - started:.1f} s', logger='current')
+        try:
+            result = check_label_files(mine, record, progress if len(mine) >= 1000 else None)
+            error = ''
+        except Exception as e:  # every rank must reach the gather, and then stop with it
+            result, error = CheckResult([], {}, 0), f'rank {rank}: {type(e).__name__}: {e}'
+        results = all_gather_object((result, error)) if world > 1 else [(result, error)]
+        errors = [e for _, e in results if e]
+        if errors:
+            raise RuntimeError(f'checking the label files of {what} failed: ' + '; '.join(errors))
+        bad = [b for r, _ in results for b in r.bad]
+        for r, _ in results:
+            record.files.update(r.passed)
+        skipped = sum(r.skipped for r, _ in results)
+        print_log(f'label files of {what}: {len(pairs)} checked in '
+                  f'{time.perf_counter() - started:.1f} s ({skipped} unchanged since '
+                  f'{RECORD_NAME}), {len(bad)} bad', logger='current')
+        return refusal_message(bad, len(pairs), what) if bad else ''
+
+    def _check_batch(self, runner, data_batch) -> None:
         if not isinstance(data_batch, dict):
             return
-        self._check_files(_samples(data_batch.get('data_samples')), dataloader)
         limit = self._limit(runner)
         if limit is None:
             return
@@ -112,12 +158,12 @@ class SegLabelCheckHook(Hook):
 
     def before_train_iter(self, runner: 'Runner', batch_idx: int,
                           data_batch: DATA_BATCH = None) -> None:
-        self._check_batch(runner, data_batch, runner.train_dataloader)
+        self._check_batch(runner, data_batch)
 
     def before_val_iter(self, runner: 'Runner', batch_idx: int,
                         data_batch: DATA_BATCH = None) -> None:
-        self._check_batch(runner, data_batch, runner.val_dataloader)
+        self._check_batch(runner, data_batch)
 
     def before_test_iter(self, runner: 'Runner', batch_idx: int,
                          data_batch: DATA_BATCH = None) -> None:
-        self._check_batch(runner, data_batch, runner.test_dataloader)
+        self._check_batch(runner, data_batch)
