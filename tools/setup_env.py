@@ -229,8 +229,8 @@ def parse_args(argv=None):
                    help='the Python the wheelhouse is for (default: this one)')
     g.add_argument('--platform', action='append', default=[],
                    help="the target's pip platform tag, e.g. manylinux_2_28_x86_64 for glibc "
-                   ">= 2.28 on x86-64 (every older manylinux tag is implied; default: this "
-                   "machine's); repeat for several")
+                   ">= 2.28 on x86-64 (every older manylinux tag is implied; default: the "
+                   "local platform's); repeat for several")
     g.add_argument('--no-torch', action='store_true',
                    help='leave torch and torchvision out (for --system-torch machines)')
     g.add_argument('--index-url', default=os.environ.get('PIP_INDEX_URL',
