@@ -17,7 +17,7 @@ demo: setup
 test: setup lint
 	$(VENV_PY) -m pytest tests
 
-# the unit tests only, in under two minutes on a 2-core CPU: without the end-to-end, subprocess
+# the unit tests only, in about two minutes on a 2-core CPU: without the end-to-end, subprocess
 # and ViT-L tests (marked slow) and those that need the package registry (marked network)
 test-fast: setup
 	$(VENV_PY) -m pytest tests -m "not slow and not network"
