@@ -27,6 +27,7 @@ import copy
 import os.path as osp
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import torch
 import torch.nn as nn
 
 CASE_KEYS = ('method', 'name', 'backbone', 'sweep', 'flags', 'reference', 'default')
@@ -151,9 +152,12 @@ def model_kwargs(items: Sequence[str]) -> dict:
 
 
 def trunk_shape(args) -> Tuple[int, int]:
-    """(depth, width) of the timm trunk ``--model`` with ``--model-kwargs``."""
+    """(depth, width) of the timm trunk ``--model`` with ``--model-kwargs``, read from a copy
+    built on the meta device (shapes only: no weights initialised)."""
     import timm
-    probe = timm.create_model(args.model, pretrained=False, **model_kwargs(args.model_kwargs))
+    with torch.device('meta'):
+        probe = timm.create_model(args.model, pretrained=False,
+                                  **model_kwargs(args.model_kwargs))
     return len(probe.blocks), probe.embed_dim
 
 
