@@ -28,6 +28,7 @@ from mmseg_prompt.testing.shape_tasks import (HUE_PAIR_CLASS_IDS, HUE_PAIR_CLASS
                                               make_hue_pairs_ade20k, source_samples)
 from mmseg_prompt.testing.tiny_trunk import (TINY_TRUNK, cached_tiny_trunk, cpu_capability,
                                              file_sha256, patch_labels, rotate_hue)
+from mmseg_prompt.utils.pinned_numerics import pins_apply, pins_held
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 COMPARISON = osp.join(REPO, 'configs', 'example', 'comparison')
@@ -396,6 +397,27 @@ def test_a_run_with_other_options_is_not_reused(tmp_path, capsys):
     assert 'has no options.json: starting afresh' in capsys.readouterr().out
 
 
+def test_pinned_kernel_set_refuses_another_thread_count_and_sets_its_environment(capsys):
+    """--cpu-capabilities pinned runs its own 2 threads: --threads 1 is refused, naming the fix,
+    and --threads 2 (or none) passes; its runs get the pinned environment, the others only
+    their ATEN_CPU_CAPABILITY."""
+    tool = load_tool()
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--cpu-capabilities', 'native,pinned', '--threads', '1'])
+    assert 'runs 2 threads' in capsys.readouterr().err
+    for threads in ([], ['--threads', '2']):
+        assert tool.parse_args(['--cpu-capabilities', 'pinned'] + threads).cpu_capabilities == \
+            ['pinned']
+    assert tool.parse_args(['--cpu-capabilities', 'native', '--threads', '1']).threads == 1
+    env = {'ATEN_CPU_CAPABILITY': 'avx512', 'OMP_NUM_THREADS': '1'}
+    pinned = tool.capability_env(env, 'pinned')
+    assert pinned['OMP_NUM_THREADS'] == '2'
+    assert pinned.get('MKL_CBWR') == ('COMPATIBLE' if pins_apply() else None)
+    assert tool.capability_env(env, 'avx2') == {'ATEN_CPU_CAPABILITY': 'avx2',
+                                                'OMP_NUM_THREADS': '1'}
+    assert tool.capability_env(env, 'native') == {'OMP_NUM_THREADS': '1'}
+
+
 def test_comparison_head_standardises_its_features_and_is_linear_at_test_time():
     """The shared head (_hue_pairs.py): in training its logits do not change when the trunk's
     features are scaled (BatchNorm standardises them, so every trunk's feature scale trains the
@@ -504,7 +526,7 @@ def table_lines(stdout):
 
 @pytest.mark.slow  # the harness runs tools/train.py and tools/test.py in subprocesses
 def test_harness_end_to_end_and_again_reusing_its_finished_runs(tmp_path):
-    """tools/compare_methods.py on a tiny setting (one trunk, of the avx2 kernels; two arms; the
+    """tools/compare_methods.py on a tiny setting (one trunk, of the pinned numerics; two arms; the
     tables' arithmetic over several trunks and seeds has its own test): the trunk's provenance,
     the tables (the paired gain by hand), the plot, an overlay, trainable parameters by hand,
     CVPT's predictions differ from head-only's at the same seed. The same command again reuses
@@ -512,9 +534,9 @@ def test_harness_end_to_end_and_again_reusing_its_finished_runs(tmp_path):
     --tta tests run. --min-margin passes and fails (--report-only) as asked."""
     work = tmp_path / 'work'
     cmd = [sys.executable, TOOL, '--arms', 'head_only,cvpt10', '--seeds', '0',
-           '--trunk-seeds', '0', '--cpu-capabilities', 'avx2', '--iters', '8',
+           '--trunk-seeds', '0', '--cpu-capabilities', 'pinned', '--iters', '8',
            '--pretrain-steps', '3', '--num-train', '8', '--num-val', '3', '--overlays', '1',
-           '--threads', '1', '--cache-dir', str(tmp_path / 'cache'), '--work-dir', str(work)]
+           '--cache-dir', str(tmp_path / 'cache'), '--work-dir', str(work)]
     first = subprocess.run(cmd + ['--no-tta'], cwd=REPO, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert first.stdout.count('pretraining the tiny trunk (3 steps') == 1
@@ -524,7 +546,17 @@ def test_harness_end_to_end_and_again_reusing_its_finished_runs(tmp_path):
     assert '| CVPT, 10 prompts | 27,606 |' in first.stdout
     out = json.loads((work / 'results.json').read_text())
     (trunk,) = out['trunks'].values()
-    assert list(out['trunks']) == ['avx2-s0'] and trunk['cpu_capability'] == 'AVX2'
+    assert list(out['trunks']) == ['pinned-s0'] and trunk['cpu_capability'] == (
+        'AVX2' if pins_apply() else cpu_capability())
+    # pretrained, trained and tested under the pins: the trunk's record, and the options of
+    # every run (mmengine's randomness.deterministic turns torch's deterministic algorithms on)
+    assert trunk['numerics']['threads'] == 2 and trunk['numerics']['deterministic']
+    if pins_apply():
+        assert pins_held(trunk['numerics']) is None
+    for arm in ('head_only', 'cvpt10'):
+        options = json.loads((work / arm / 'pinned-s0' / 'seed0' / 'options.json').read_text())
+        assert options['cfg_options']['randomness.deterministic'] == 'True'
+        assert options['cpu_capability'] == 'pinned'
     assert trunk['sha256'] == file_sha256(trunk['path'])
     assert trunk['recipe']['steps'] == 3 and trunk['seed'] == 0
     assert 0 <= trunk['accuracy']['all'] <= 1
@@ -532,12 +564,12 @@ def test_harness_end_to_end_and_again_reusing_its_finished_runs(tmp_path):
     assert out['arms']['cvpt10']['trainable_params'] == HEAD_PARAMS + PROMPTS_10
     for arm in ('head_only', 'cvpt10'):
         (run,) = out['arms'][arm]['runs']
-        assert (run['trunk'], run['seed']) == ('avx2-s0', 0) and 'miou_tta' not in run
+        assert (run['trunk'], run['seed']) == ('pinned-s0', 0) and 'miou_tta' not in run
         assert 0 <= run['miou_ss'] <= 100
         assert run['step_s'] > 0 and run['peak_rss_mib'] > 100
         assert 'decode.loss_ce' in run['losses']
-        assert run['checkpoint'] == str(work / arm / 'avx2-s0' / 'seed0' / 'train' / 'iter_8.pth')
-        assert len(glob.glob(str(work / arm / 'avx2-s0' / 'seed0' / 'pred' / '*.png'))) == 3
+        assert run['checkpoint'] == str(work / arm / 'pinned-s0' / 'seed0' / 'train' / 'iter_8.pth')
+        assert len(glob.glob(str(work / arm / 'pinned-s0' / 'seed0' / 'pred' / '*.png'))) == 3
     gain = out['arms']['cvpt10']['runs'][0]['miou_ss'] - out['arms']['head_only']['runs'][0][
         'miou_ss']
     assert f'| {gain:.2f} ({gain:+.2f}) |' in first.stdout

@@ -14,8 +14,11 @@ Runner leave alone; a new arm is one new file, with no edit here.
 
 1. pretrains one tiny trunk per pretraining seed and CPU kernel set
    (``tools/pretrain_tiny_trunk.py`` in a fresh interpreter, ``ATEN_CPU_CAPABILITY`` set for
-   every set but ``native``), or reuses the cached files: the trunk is a factor of the
-   comparison, since every machine rounds differently and makes its own trunk;
+   every set but ``native``), or reuses the cached files. Under the kernel set ``pinned``
+   (``mmseg_prompt/utils/pinned_numerics.py``: AVX2 caps for ATen and oneDNN, MKL's
+   reproducible code path, 2 threads, deterministic algorithms) every x86-64 machine makes the
+   same trunk and the same results; under the others each machine rounds its own way and makes
+   its own trunk, which makes the trunk a factor of the comparison;
 2. writes the downstream task (hue pairs) in ADE20K's folder layout;
 3. for every trunk, arm and training seed: ``tools/train.py`` on the arm's config (seed set
    with ``--cfg-options randomness.seed=S``), then ``tools/test.py`` single-scale and with
@@ -43,6 +46,7 @@ import hashlib
 import json
 import os
 import os.path as osp
+import platform
 import re
 import shlex
 import shutil
@@ -51,12 +55,15 @@ import sys
 import time
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from mmseg_prompt.utils.pinned_numerics import PINNED_THREADS, pinned_environment, pins_apply
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join(REPO, 'configs', 'example', 'comparison')
 ARM_SUFFIX = '_tiny_hue_pairs'  # left out of an arm's name
 LABEL_KEY, ORDER_KEY = 'comparison_label', 'comparison_order'
 BASELINE = 'head_only'
 NATIVE = 'native'  # the kernel set torch picks on the machine (ATEN_CPU_CAPABILITY unset)
+PINNED = 'pinned'  # the pinned numerics (mmseg_prompt/utils/pinned_numerics.py)
 DATA_SEED = 0  # of the hue-pairs task
 
 
@@ -127,8 +134,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='comma-separated pretraining seeds: one trunk each per kernel set')
     p.add_argument('--cpu-capabilities', default=f'{NATIVE},avx2',
                    help=f'comma-separated CPU kernel sets to make trunks and run with: '
-                        f'{NATIVE} (torch\'s choice on the machine it runs on) or a value of '
-                        f'ATEN_CPU_CAPABILITY (default, avx2, avx512, ...)')
+                        f'{PINNED} (the pinned numerics: the same results on every x86-64 '
+                        f'machine; docs/advanced_guides/pinned_numerics.md), {NATIVE} (torch\'s '
+                        f'choice on the machine it runs on) or a value of ATEN_CPU_CAPABILITY '
+                        f'(default, avx2, avx512, ...)')
     p.add_argument('--work-dir', default=osp.join(REPO, 'work_dirs', 'compare_methods'))
     p.add_argument('--cache-dir', default=None,
                    help='where the pretrained trunk is cached (default: $MMSEG_PROMPT_CACHE/'
@@ -143,7 +152,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--num-train', type=int, default=200)
     p.add_argument('--num-val', type=int, default=60)
     p.add_argument('--threads', type=int, default=None,
-                   help='torch threads of every run (default: torch\'s own choice)')
+                   help=f'torch threads of every run (default: torch\'s own choice; '
+                        f'{PINNED} runs with its own, {PINNED_THREADS})')
     p.add_argument('--no-tta', action='store_true', help='skip the --tta test')
     p.add_argument('--overlays', type=int, default=0,
                    help='draw this many validation images with every arm\'s prediction side by '
@@ -173,6 +183,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args.cpu_capabilities = [c for c in args.cpu_capabilities.split(',') if c]
     if not (args.seeds and args.trunk_seeds and args.cpu_capabilities):
         p.error('--seeds, --trunk-seeds and --cpu-capabilities each need at least one value')
+    if PINNED in args.cpu_capabilities and args.threads not in (None, PINNED_THREADS):
+        p.error(f'--threads {args.threads}: the kernel set {PINNED} runs {PINNED_THREADS} '
+                f'threads, part of what makes its results the same on every machine; leave '
+                f'--threads out, or use another kernel set (e.g. {NATIVE}) to choose the threads')
     args.margin_arms = [a for a in args.margin_arms.split(',') if a]
     if args.min_margin is not None:
         missing = [a for a in [BASELINE] + args.margin_arms if a not in args.arms]
@@ -183,7 +197,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def capability_env(env: dict, capability: str) -> dict:
-    """``env`` with ``ATEN_CPU_CAPABILITY`` set to ``capability`` (removed for native)."""
+    """``env`` with ``ATEN_CPU_CAPABILITY`` set to ``capability`` (removed for native), or with
+    the pinned numerics' variables for ``pinned``."""
+    if capability == PINNED:
+        return pinned_environment(env)
     env = dict(env)
     env.pop('ATEN_CPU_CAPABILITY', None)
     if capability != NATIVE:
@@ -213,6 +230,8 @@ def pretrain_trunk(args: argparse.Namespace, capability: str, seed: int, env: di
     if args.pretrain_steps:
         cmd += ['--steps', str(args.pretrain_steps)]
     cmd += shlex.split(args.pretrain_options)
+    if capability == PINNED:
+        cmd.append('--deterministic')
     run_tool(cmd, log_path, capability_env(env, capability), echo=lambda line: line.strip())
     with open(log_path) as f:
         path = f.read().strip().splitlines()[-1].strip()  # the tool's last line: the file
@@ -241,7 +260,8 @@ def run_tool(cmd: List[str], log_path: str, env: dict,
     command = 'python ' + ' '.join(osp.relpath(a, REPO) if osp.isabs(a) else a for a in shown) \
         + (' --cfg-options ...' if shown != cmd else '')
     print('  $ ' + command, flush=True)
-    kernels = f' under ATEN_CPU_CAPABILITY={env["ATEN_CPU_CAPABILITY"]}' \
+    kernels = ' under the pinned numerics' if env.get('MKL_CBWR') == 'COMPATIBLE' else \
+        f' under ATEN_CPU_CAPABILITY={env["ATEN_CPU_CAPABILITY"]}' \
         if 'ATEN_CPU_CAPABILITY' in env else ''
     done = run_logged([sys.executable] + cmd, log_path, cwd=REPO, env=env, echo=echo,
                       error=lambda rc: f'ERROR: {command}{kernels} failed (exit {rc}); log: '
@@ -490,6 +510,8 @@ def run_arm(args: argparse.Namespace, arm: Arm, cfg_sha: str, max_iters: int, tr
                  'val_dataloader.dataset.data_root': data_root,
                  'test_dataloader.dataset.data_root': data_root,
                  'randomness.seed': seed}
+    if info['requested_capability'] == PINNED:
+        overrides['randomness.deterministic'] = True
     if args.iters:
         overrides.update(schedule_overrides(args.iters))
     options = ['--cfg-options'] + [f'{k}={v}' for k, v in overrides.items()]
@@ -578,6 +600,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if args.threads:
         env['OMP_NUM_THREADS'] = str(args.threads)
     trunks = {}
+    if PINNED in args.cpu_capabilities and not pins_apply():
+        print(f'the kernel set {PINNED}: this machine is {platform.machine()}, not x86-64, so '
+              f'its results are its own: only the threads ({PINNED_THREADS}) and torch\'s '
+              f'deterministic algorithms are pinned here', flush=True)
     print(f'[1/3] the pretrained tiny trunks: seeds {args.trunk_seeds} x kernel sets '
           f'{args.cpu_capabilities}', flush=True)
     for capability in args.cpu_capabilities:

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from ..models.utils import patch_labels as grid_patch_labels
 from ..utils.atomic_checkpoint import write_atomically
+from ..utils.pinned_numerics import numerics_record
 from .shape_tasks import SIZE, SOURCE_SHAPES, source_samples
 
 # The trunk of the comparison configs (configs/example/comparison): timm's ViT with these kwargs.
@@ -174,11 +175,12 @@ def pretrain_tiny_trunk(recipe: Optional[dict] = None,
     return model, acc
 
 
-def recipe_key(recipe: dict, capability: str) -> str:
-    """A short hash of the trunk spec, the pretraining recipe and the CPU kernel set, naming the
-    cached file (kernels round differently, so each set makes its own trunk)."""
+def recipe_key(recipe: dict, numerics: dict) -> str:
+    """A short hash of the trunk spec, the pretraining recipe and the process's numerics (kernel
+    sets, threads, determinism, library builds: ``numerics_record()``), naming the cached file:
+    each makes its own trunk (docs/advanced_guides/pinned_numerics.md)."""
     text = json.dumps(dict(trunk=TINY_TRUNK, recipe=recipe, timm=timm.__version__,
-                           torch=torch.__version__, cpu_capability=capability), sort_keys=True)
+                           numerics=numerics), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -196,9 +198,10 @@ def cached_tiny_trunk(cache_dir: Optional[Union[str, Path]] = None,
     which). Returns (path, info): info holds the recipe, the held-out accuracy, the CPU kernel set
     (``cpu_capability``), the file's sha256 and the pretraining time."""
     recipe = {**PRETRAIN_RECIPE, **(recipe or {})}
-    capability = cpu_capability()
+    numerics = numerics_record()
+    capability = numerics['cpu_capability']
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    stem = f'tiny_vit_shapes_{recipe_key(recipe, capability)}'
+    stem = f'tiny_vit_shapes_{recipe_key(recipe, numerics)}'
     path, info_path = cache_dir / f'{stem}.pth', cache_dir / f'{stem}.json'
     if path.is_file() and info_path.is_file() and not force:
         info = json.loads(info_path.read_text())
@@ -219,7 +222,7 @@ def cached_tiny_trunk(cache_dir: Optional[Union[str, Path]] = None,
     write_atomically(path, lambda f: torch.save(trunk, f))
     info = dict(recipe=recipe, trunk=TINY_TRUNK, accuracy=accuracy, cpu_capability=capability,
                 torch=torch.__version__, sha256=file_sha256(path), seconds=round(seconds, 1),
-                threads=torch.get_num_threads())
+                threads=torch.get_num_threads(), numerics=numerics)
     write_atomically(info_path, lambda f: f.write(json.dumps(info, indent=1).encode()))
     log(f'pretrained in {seconds:.0f} s: held-out patch accuracy {accuracy["all"]:.3f} (shape '
         f'patches {accuracy["shapes"]:.3f}, chance {1 / NUM_SOURCE_CLASSES:.3f}); saved {path}')
