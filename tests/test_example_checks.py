@@ -131,5 +131,6 @@ def test_the_committed_expectation_is_of_the_demos_arms_seeds_and_pinned_trunk()
     out = {'arms': {arm: {'runs': [dict(seed=s, miou_ss=m + g) for s, g in ((0, 0), (1, 2))]}
                     for arm, m in (('head_only', 40.0), ('vpt', 43.0))}}
     assert '= +3.00 mIoU' in demo.verdict(out) and 'beyond it' in demo.verdict(out)
-    out['arms']['vpt']['runs'][0]['miou_ss'] = 41.0
-    assert '= +1.00 mIoU' in demo.verdict(out) and 'not a win' in demo.verdict(out)
+    out['arms']['vpt']['runs'][0]['miou_ss'] = 41.0  # gains +1 and +3: 2.00, under 2.6
+    assert '= +2.00 mIoU' in demo.verdict(out) and 'not a win' in demo.verdict(out)
+    assert '+1.00, +3.00' in demo.verdict(out)
