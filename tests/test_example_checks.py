@@ -96,6 +96,10 @@ def test_compare_with_expected_is_identical_only_to_the_last_digit(tmp_path):
     assert lines[0] == 'the trunk is the README\'s, but not every mIoU is:'
     assert lines[1] == '  vpt, pinned-s0 seed 1, miou_tta: 46.51 here, 46.50 in the README (+0.01)'
     assert lines[2].startswith('the cause: none of the known ones')
+    del out['arms']['head_only']['runs'][0]['miou_tta']  # a test that did not run
+    assert compare_with_expected(out, expected)[1:3] == [
+        '  vpt, pinned-s0 seed 1, miou_tta: 46.51 here, 46.50 in the README (+0.01)',
+        '  not run here: head_only pinned-s0 seed 0 miou_tta']
 
 
 def test_compare_with_expected_names_the_known_cause(tmp_path):

@@ -55,7 +55,8 @@ import sys
 import time
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from mmseg_prompt.utils.pinned_numerics import PINNED_THREADS, pinned_environment, pins_apply
+from mmseg_prompt.utils.pinned_numerics import (PINNED, PINNED_THREADS, pinned_environment,
+                                                pins_apply)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join(REPO, 'configs', 'example', 'comparison')
@@ -63,7 +64,6 @@ ARM_SUFFIX = '_tiny_hue_pairs'  # left out of an arm's name
 LABEL_KEY, ORDER_KEY = 'comparison_label', 'comparison_order'
 BASELINE = 'head_only'
 NATIVE = 'native'  # the kernel set torch picks on the machine (ATEN_CPU_CAPABILITY unset)
-PINNED = 'pinned'  # the pinned numerics (mmseg_prompt/utils/pinned_numerics.py)
 DATA_SEED = 0  # of the hue-pairs task
 
 

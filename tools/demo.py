@@ -31,12 +31,13 @@ import subprocess
 import sys
 from typing import Optional, Sequence
 
+from mmseg_prompt.utils.pinned_numerics import PINNED
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 EXPECTED = osp.join(REPO, 'configs', 'example', 'demo_expected.json')
 ARMS = ('head_only', 'vpt', 'cvpt10')
 SEEDS = (0, 1)
 OVERLAYS = 3
-PINNED = 'pinned'
 
 # The seed noise of the verdict's number, VPT-Deep minus head-only as the mean of two seeds'
 # paired gains, measured over 6 trunks x 2 seeds (docs/comparison.md, "The demo's margin"):

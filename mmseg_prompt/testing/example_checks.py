@@ -88,14 +88,17 @@ def compare_with_expected(out: dict, expected: dict) -> List[str]:
         return [f'not compared with the README\'s table: it is of trunk {name} (`make demo`\'s '
                 f'defaults), this run made {sorted(trunks)}']
     trunk = trunks[name]
-    got, want = run_table(out), expected['runs']
-    differences = [f'  {arm}, {run}, {key}: {got[arm][run][key]:.2f} here, {value:.2f} in '
-                   f'the README ({got[arm][run][key] - value:+.2f})'
-                   for arm, runs in want.items() if arm in got for run, values in runs.items()
-                   if run in got[arm] for key, value in values.items()
-                   if key in got[arm][run] and got[arm][run][key] != value]
-    missing = [f'{arm} {run}' for arm, runs in want.items() for run in runs
-               if run not in got.get(arm, {})]
+    got = run_table(out)
+    differences, missing = [], []
+    for arm, runs in expected['runs'].items():
+        for run, values in runs.items():
+            for key, value in values.items():
+                here = got.get(arm, {}).get(run, {}).get(key)
+                if here is None:
+                    missing.append(f'{arm} {run} {key}')
+                elif here != value:
+                    differences.append(f'  {arm}, {run}, {key}: {here:.2f} here, {value:.2f} in '
+                                       f'the README ({here - value:+.2f})')
     same_trunk = trunk['sha256'] == expected['trunk']['sha256']
     if same_trunk and not differences and not missing:
         return [f'identical to the README\'s table: trunk sha256 {trunk["sha256"][:8]}... and '

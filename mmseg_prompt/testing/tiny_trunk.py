@@ -196,7 +196,8 @@ def cached_tiny_trunk(cache_dir: Optional[Union[str, Path]] = None,
     """The trunk file of ``recipe`` in ``cache_dir`` (default ``default_cache_dir()``), made by
     ``pretrain_tiny_trunk`` the first time (or with ``force``) and reused afterwards (the log says
     which). Returns (path, info): info holds the recipe, the held-out accuracy, the CPU kernel set
-    (``cpu_capability``), the file's sha256 and the pretraining time."""
+    (``cpu_capability``), the process's ``numerics`` record (docs/advanced_guides/
+    pinned_numerics.md), the file's sha256 and the pretraining time."""
     recipe = {**PRETRAIN_RECIPE, **(recipe or {})}
     numerics = numerics_record()
     capability = numerics['cpu_capability']

@@ -21,6 +21,7 @@ import platform
 import re
 from typing import Dict, Mapping, Optional
 
+PINNED = 'pinned'  # its name among the comparison's kernel sets (tools/compare_methods.py)
 PINNED_THREADS = 2
 # read by ATen, oneDNN and MKL when torch loads; the values of the x86-64 pins
 X86_KERNEL_PINS = {'ATEN_CPU_CAPABILITY': 'avx2', 'ONEDNN_MAX_CPU_ISA': 'AVX2',
