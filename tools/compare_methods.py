@@ -232,7 +232,8 @@ def pretrain_trunk(args: argparse.Namespace, capability: str, seed: int, env: di
     cmd += shlex.split(args.pretrain_options)
     if capability == PINNED:
         cmd.append('--deterministic')
-    run_tool(cmd, log_path, capability_env(env, capability), echo=lambda line: line.strip())
+    run_tool(cmd, log_path, capability_env(env, capability), capability,
+             echo=lambda line: line.strip())
     with open(log_path) as f:
         path = f.read().strip().splitlines()[-1].strip()  # the tool's last line: the file
     with open(osp.splitext(path)[0] + '.json') as f:
@@ -249,20 +250,20 @@ def training_progress(line: str) -> Optional[str]:
     return '  ' + it.group(0) + (loss.group(0) if loss else '')
 
 
-def run_tool(cmd: List[str], log_path: str, env: dict,
+def run_tool(cmd: List[str], log_path: str, env: dict, capability: str,
              echo: Callable[[str], Optional[str]] = training_progress) -> int:
-    """Run ``python <cmd>`` in a fresh interpreter, keep its full log, and print what ``echo``
-    makes of each output line (nothing for None); exit with the log's tail if it fails, naming
-    the command and the kernel set. Returns the peak resident memory of that process in MiB
+    """Run ``python <cmd>`` in a fresh interpreter with ``env`` (that of the kernel set
+    ``capability``: ``capability_env``), keep its full log, and print what ``echo`` makes of each
+    output line (nothing for None); exit with the log's tail if it fails, naming the command and
+    the kernel set. Returns the peak resident memory of that process in MiB
     (``wait4``'s ru_maxrss)."""
     from mmseg_prompt.utils.logged_run import run_logged
     shown = cmd[:cmd.index('--cfg-options')] if '--cfg-options' in cmd else cmd
     command = 'python ' + ' '.join(osp.relpath(a, REPO) if osp.isabs(a) else a for a in shown) \
         + (' --cfg-options ...' if shown != cmd else '')
     print('  $ ' + command, flush=True)
-    kernels = ' under the pinned numerics' if env.get('MKL_CBWR') == 'COMPATIBLE' else \
-        f' under ATEN_CPU_CAPABILITY={env["ATEN_CPU_CAPABILITY"]}' \
-        if 'ATEN_CPU_CAPABILITY' in env else ''
+    kernels = {PINNED: ' under the pinned numerics', NATIVE: ''}.get(
+        capability, f' under ATEN_CPU_CAPABILITY={capability}')
     done = run_logged([sys.executable] + cmd, log_path, cwd=REPO, env=env, echo=echo,
                       error=lambda rc: f'ERROR: {command}{kernels} failed (exit {rc}); log: '
                                        f'{log_path}\n')
@@ -547,7 +548,8 @@ def run_arm(args: argparse.Namespace, arm: Arm, cfg_sha: str, max_iters: int, tr
         elif osp.isdir(train_dir):  # stopped before its record or its first checkpoint
             shutil.rmtree(train_dir)
         rss = run_tool([osp.join(REPO, 'tools', 'train.py'), arm.config, '--work-dir',
-                        train_dir] + resume + options, osp.join(run_dir, 'train.log'), env)
+                        train_dir] + resume + options, osp.join(run_dir, 'train.log'), env,
+                       info['requested_capability'])
         if not osp.isfile(state.checkpoint):
             sys.exit(f'ERROR: training of {arm.config} ended without {state.checkpoint}: its '
                      f'checkpoint hook must save the last iteration '
@@ -559,7 +561,8 @@ def run_arm(args: argparse.Namespace, arm: Arm, cfg_sha: str, max_iters: int, tr
             if not done:
                 print(f'  tested earlier: {osp.join(run_dir, name)}', flush=True)
             continue
-        run_tool(test + extra + options, osp.join(run_dir, f'{name}.log'), env)
+        run_tool(test + extra + options, osp.join(run_dir, f'{name}.log'), env,
+                 info['requested_capability'])
     run = dict(trunk=trunk, seed=seed, miou_ss=read_miou(osp.join(run_dir, 'test_ss')),
                step_s=step_time(train_dir), peak_rss_mib=rss, checkpoint=state.checkpoint,
                losses=final_losses(train_dir))
